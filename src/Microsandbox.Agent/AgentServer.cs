@@ -1,0 +1,208 @@
+using System.Collections.Concurrent;
+using System.ComponentModel;
+using System.Diagnostics;
+using Microsandbox.Protocol;
+
+namespace Microsandbox.Agent;
+
+/// <summary>Serves the host over the agent port: handshake, exec sessions, signals, shutdown.</summary>
+internal sealed class AgentServer : IDisposable
+{
+    private static readonly string[] Capabilities = ["exec", "stdin", "signal", "shutdown"];
+    private readonly Stream _input;
+    private readonly FrameWriter _writer;
+    private readonly string _kernelRelease;
+    private readonly ConcurrentDictionary<uint, ExecSession> _sessions = new();
+    private readonly object _spawnLock = new();
+    private bool _acknowledged;
+
+    public AgentServer(Stream input, Stream output, string kernelRelease)
+    {
+        _input = input;
+        _writer = new FrameWriter(output);
+        _kernelRelease = kernelRelease;
+    }
+
+    public void Dispose() => _writer.Dispose();
+
+    public async Task RunAsync()
+    {
+        _ = Task.Run(ReapOrphansAsync);
+        await SendHelloAsync().ConfigureAwait(false);
+        var reader = new FrameReader(_input);
+        while (true)
+        {
+            Frame? frame;
+            try
+            {
+                frame = await reader.ReadAsync().ConfigureAwait(false);
+            }
+            catch (ProtocolException ex)
+            {
+                // A broken stream cannot be resynchronised; say why and start over on a new reader.
+                GuestInit.Log($"protocol error: {ex.Message}");
+                await _writer.WriteAsync(0, FrameType.Error,
+                    new ErrorMessage { Code = "ProtocolError", Message = ex.Message }).ConfigureAwait(false);
+                reader = new FrameReader(_input);
+                continue;
+            }
+
+            if (frame is null)
+            {
+                // The port reads end-of-file while no host is connected; wait for one.
+                await Task.Delay(50).ConfigureAwait(false);
+                continue;
+            }
+
+            await DispatchAsync(frame.Value).ConfigureAwait(false);
+        }
+    }
+
+    private async Task DispatchAsync(Frame frame)
+    {
+        switch (frame.Type)
+        {
+            case FrameType.Ping:
+                await _writer.WriteAsync(0, FrameType.Pong, frame.Payload).ConfigureAwait(false);
+                if (!_acknowledged)
+                {
+                    await SendHelloAsync().ConfigureAwait(false);
+                }
+
+                break;
+            case FrameType.HelloAck:
+                _acknowledged = true;
+                break;
+            case FrameType.ExecRequest:
+                await StartAsync(frame.Session, frame.Read<ExecRequest>()).ConfigureAwait(false);
+                break;
+            case FrameType.Stdin when _sessions.TryGetValue(frame.Session, out ExecSession? session):
+                await session.WriteStdinAsync(frame.Payload).ConfigureAwait(false);
+                break;
+            case FrameType.Signal when _sessions.TryGetValue(frame.Session, out ExecSession? session):
+                session.Signal(frame.Read<SignalRequest>().Signal);
+                break;
+            case FrameType.Shutdown:
+                Shutdown();
+                break;
+            default:
+                // Input for a session that already ended is normal (a late stdin write); ignore it.
+                break;
+        }
+    }
+
+    private Task SendHelloAsync() => _writer.WriteAsync(0, FrameType.Hello, new HelloMessage
+    {
+        Versions = Handshake.SupportedVersions,
+        Capabilities = Capabilities,
+        Peer = "msb-agent " + typeof(AgentServer).Assembly.GetName().Version,
+        KernelRelease = _kernelRelease,
+    }).AsTask();
+
+    private async Task StartAsync(uint id, ExecRequest request)
+    {
+        if (request.Argv.Count == 0)
+        {
+            await FailAsync(id, "EmptyCommand", "The command has no program to run.").ConfigureAwait(false);
+            return;
+        }
+
+        string cwd = request.WorkingDirectory ?? "/";
+        if (!Directory.Exists(cwd))
+        {
+            await FailAsync(id, "WorkingDirectoryNotFound", $"The working directory '{cwd}' does not exist.")
+                .ConfigureAwait(false);
+            return;
+        }
+
+        var info = new ProcessStartInfo(request.Argv[0])
+        {
+            WorkingDirectory = cwd,
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (string arg in request.Argv.Skip(1))
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        info.Environment.Clear();
+        info.Environment["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        info.Environment["HOME"] = "/root";
+        info.Environment["TERM"] = "xterm";
+        foreach (var (key, value) in request.Environment)
+        {
+            info.Environment[key] = value;
+        }
+
+        Process process;
+        try
+        {
+            lock (_spawnLock)
+            {
+                process = Process.Start(info)!;
+                _sessions[id] = new ExecSession(id, process, _writer);
+            }
+        }
+        catch (Win32Exception ex)
+        {
+            await FailAsync(id, "CommandNotFound", $"Cannot run '{request.Argv[0]}': {ex.Message}")
+                .ConfigureAwait(false);
+            return;
+        }
+
+        ExecSession session = _sessions[id];
+        await _writer.WriteAsync(id, FrameType.ExecStarted, new ExecStarted { Pid = process.Id })
+            .ConfigureAwait(false);
+        if (!request.Stdin)
+        {
+            await session.WriteStdinAsync(ReadOnlyMemory<byte>.Empty).ConfigureAwait(false);
+        }
+
+        _ = Task.Run(async () =>
+        {
+            await session.PumpAsync().ConfigureAwait(false);
+            _sessions.TryRemove(id, out _);
+            session.Dispose();
+        });
+    }
+
+    private Task FailAsync(uint id, string code, string message) =>
+        _writer.WriteAsync(id, FrameType.ExecFailed, new ErrorMessage { Code = code, Message = message }).AsTask();
+
+    private void Shutdown()
+    {
+        GuestInit.Log("shutting down");
+        foreach (ExecSession session in _sessions.Values)
+        {
+            session.Signal(15);
+        }
+
+        Native.Sync();
+
+        // With reboot=t and QEMU's -no-reboot, a restart ends the VM; it works with or without ACPI.
+        Native.Check(Native.Reboot(Native.RebootCmdRestart), "reboot");
+    }
+
+    /// <summary>
+    /// As PID 1 the agent inherits every orphan. .NET collects only the children it started, so
+    /// the rest are collected here; the spawn lock keeps a just-started child from being taken.
+    /// </summary>
+    private async Task ReapOrphansAsync()
+    {
+        while (true)
+        {
+            await Task.Delay(500).ConfigureAwait(false);
+            lock (_spawnLock)
+            {
+                int pid;
+                while ((pid = Native.PeekZombie()) > 0 && !_sessions.Values.Any(s => s.Pid == pid))
+                {
+                    Native.Reap(pid);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace Microsandbox.Agent;
+
+/// <summary>What PID 1 does before it can serve: kernel filesystems, modules, the root, the port.</summary>
+internal static class GuestInit
+{
+    private const string ModuleList = "/etc/msb/modules";
+    private const string DefaultRoot = "/rootfs";
+
+    public static void MountKernelFilesystems(string root)
+    {
+        MountIfMissing("proc", Path.Join(root, "proc"), "proc", Native.MsNosuid | Native.MsNodev | Native.MsNoexec);
+        MountIfMissing("sysfs", Path.Join(root, "sys"), "sysfs", Native.MsNosuid | Native.MsNodev | Native.MsNoexec);
+        MountIfMissing("devtmpfs", Path.Join(root, "dev"), "devtmpfs", Native.MsNosuid);
+        Directory.CreateDirectory(Path.Join(root, "dev/pts"));
+        MountIfMissing("devpts", Path.Join(root, "dev/pts"), "devpts", Native.MsNosuid | Native.MsNoexec, "ptmxmode=0666");
+        Directory.CreateDirectory(Path.Join(root, "dev/shm"));
+        MountIfMissing("tmpfs", Path.Join(root, "dev/shm"), "tmpfs", Native.MsNosuid | Native.MsNodev);
+        MountIfMissing("tmpfs", Path.Join(root, "run"), "tmpfs", Native.MsNosuid | Native.MsNodev, "mode=0755");
+    }
+
+    /// <summary>Loads every module the build listed, in its order (dependencies first).</summary>
+    public static void LoadModules(IReadOnlyDictionary<string, string> kernelArgs)
+    {
+        if (!File.Exists(ModuleList))
+        {
+            return;
+        }
+
+        foreach (string line in File.ReadAllLines(ModuleList))
+        {
+            string path = line.Trim();
+            if (path.Length == 0 || path.StartsWith('#'))
+            {
+                continue;
+            }
+
+            // The kernel hands "module.param=value" arguments only to built-in code; modprobe
+            // forwards them to loadable modules, so as the loader we do the same.
+            string name = Path.GetFileName(path).Split('.')[0].Replace('-', '_');
+            string parameters = string.Join(' ', kernelArgs
+                .Where(a => a.Key.StartsWith(name + ".", StringComparison.Ordinal))
+                .Select(a => $"{a.Key[(name.Length + 1)..]}={a.Value}"));
+            try
+            {
+                using var file = File.OpenHandle(path);
+                Native.LoadModule(file, parameters);
+            }
+            catch (IOException ex)
+            {
+                Log($"module {name}: {ex.Message}");
+            }
+        }
+    }
+
+    /// <summary>Kernel command line as key/value pairs; bare words map to an empty value.</summary>
+    public static Dictionary<string, string> ReadKernelArgs()
+    {
+        var args = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string word in File.ReadAllText("/proc/cmdline").Split(' ', '\n', '\t'))
+        {
+            if (word.Length == 0)
+            {
+                continue;
+            }
+
+            int eq = word.IndexOf('=', StringComparison.Ordinal);
+            args[eq < 0 ? word : word[..eq]] = eq < 0 ? "" : word[(eq + 1)..];
+        }
+
+        return args;
+    }
+
+    /// <summary>Finds the virtio-serial port with the given name, waiting for the driver to probe it.</summary>
+    public static string FindPort(string name, TimeSpan deadline)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            if (Directory.Exists("/sys/class/virtio-ports"))
+            {
+                foreach (string dir in Directory.GetDirectories("/sys/class/virtio-ports"))
+                {
+                    string nameFile = Path.Join(dir, "name");
+                    if (File.Exists(nameFile) && File.ReadAllText(nameFile).Trim() == name)
+                    {
+                        string device = "/dev/" + Path.GetFileName(dir);
+                        if (File.Exists(device))
+                        {
+                            return device;
+                        }
+                    }
+                }
+            }
+
+            if (clock.Elapsed > deadline)
+            {
+                throw new IOException($"No virtio-serial port named '{name}' appeared within {deadline.TotalSeconds} s.");
+            }
+
+            Thread.Sleep(20);
+        }
+    }
+
+    /// <summary>Makes the default image the root: kernel filesystems inside it, then chroot.</summary>
+    public static void EnterRoot(IReadOnlyDictionary<string, string> kernelArgs)
+    {
+        string root = kernelArgs.TryGetValue("msb.root", out string? r) && r.Length > 0 ? r : DefaultRoot;
+        MountKernelFilesystems(root);
+        MountIfMissing("tmpfs", Path.Join(root, "tmp"), "tmpfs", Native.MsNosuid | Native.MsNodev, "mode=1777");
+        Native.Check(Native.Chroot(root), $"chroot {root}");
+        Native.Check(Native.Chdir("/"), "chdir /");
+        if (kernelArgs.TryGetValue("msb.hostname", out string? host) && host.Length > 0)
+        {
+            byte[] bytes = Encoding.UTF8.GetBytes(host);
+            _ = Native.SetHostName(bytes, (nuint)bytes.Length);
+        }
+    }
+
+    public static void Log(string message)
+    {
+        // PID 1 starts with the console as its standard streams.
+        Console.Error.WriteLine($"msb-agent: {message}");
+    }
+
+    private static void MountIfMissing(
+        string source, string target, string fstype, ulong flags, string? data = null)
+    {
+        Directory.CreateDirectory(target);
+        if (Native.Mount(source, target, fstype, flags, data) != 0)
+        {
+            const int EBUSY = 16;
+            int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+            if (errno != EBUSY)
+            {
+                Log($"mount {fstype} on {target}: errno {errno}");
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+using System.Runtime.InteropServices;
+
+namespace Microsandbox.Agent;
+
+/// <summary>The few Linux system calls an init process needs and .NET does not wrap.</summary>
+internal static partial class Native
+{
+    public const ulong MsRdonly = 1;
+    public const ulong MsNosuid = 2;
+    public const ulong MsNodev = 4;
+    public const ulong MsNoexec = 8;
+    public const ulong MsBind = 4096;
+    public const ulong MsMove = 8192;
+    public const int RebootCmdRestart = 0x01234567;
+    public const int RebootCmdPowerOff = 0x4321FEDC;
+    private const long SysFinitModule = 313;
+
+    [LibraryImport("libc", EntryPoint = "mount", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Mount(string source, string target, string fstype, ulong flags, string? data);
+
+    [LibraryImport("libc", EntryPoint = "chroot", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Chroot(string path);
+
+    [LibraryImport("libc", EntryPoint = "chdir", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Chdir(string path);
+
+    [LibraryImport("libc", EntryPoint = "sync")]
+    public static partial void Sync();
+
+    [LibraryImport("libc", EntryPoint = "reboot", SetLastError = true)]
+    public static partial int Reboot(int cmd);
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    public static partial int Kill(int pid, int signal);
+
+    [LibraryImport("libc", EntryPoint = "sethostname", SetLastError = true)]
+    public static partial int SetHostName(byte[] name, nuint length);
+
+    [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial long Syscall(long number, int fd, string parameters, int flags);
+
+    [LibraryImport("libc", EntryPoint = "waitid", SetLastError = true)]
+    private static partial int WaitId(int idType, int id, byte[] info, int options);
+
+    [LibraryImport("libc", EntryPoint = "waitpid", SetLastError = true)]
+    private static partial int WaitPid(int pid, out int status, int options);
+
+    /// <summary>Loads a kernel module from an open file, as modprobe does.</summary>
+    public static void LoadModule(SafeHandle file, string parameters)
+    {
+        bool added = false;
+        file.DangerousAddRef(ref added);
+        try
+        {
+            if (Syscall(SysFinitModule, (int)file.DangerousGetHandle(), parameters, 0) != 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                const int EEXIST = 17;
+                if (errno != EEXIST)
+                {
+                    throw new IOException($"finit_module failed: {Marshal.GetPInvokeErrorMessage(errno)}");
+                }
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                file.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>The pid of an exited child that nobody has collected yet, without collecting it.</summary>
+    public static int PeekZombie()
+    {
+        const int PAll = 0;
+        const int WExited = 4;
+        const int WNoHang = 1;
+        const int WNoWait = 0x01000000;
+        var info = new byte[128];
+        if (WaitId(PAll, 0, info, WExited | WNoHang | WNoWait) != 0)
+        {
+            return 0;
+        }
+
+        // siginfo_t: si_signo, si_errno, si_code (3 ints), then si_pid.
+        return BitConverter.ToInt32(info, 12);
+    }
+
+    /// <summary>Collects an exited child.</summary>
+    public static void Reap(int pid) => _ = WaitPid(pid, out _, 1);
+
+    public static void Check(int result, string what)
+    {
+        if (result != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new IOException($"{what} failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})");
+        }
+    }
+}

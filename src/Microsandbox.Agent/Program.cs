@@ -1,0 +1,26 @@
+using System.Diagnostics;
+using Microsandbox.Agent;
+
+// The guest agent: PID 1 of every sandbox. Any exception that escapes ends the VM with a
+// kernel panic (init exited), which the host sees as a crash with this message on the console.
+var clock = Stopwatch.StartNew();
+if (Environment.ProcessId == 1)
+{
+    GuestInit.MountKernelFilesystems("/");
+}
+
+var kernelArgs = GuestInit.ReadKernelArgs();
+GuestInit.LoadModules(kernelArgs);
+string port = GuestInit.FindPort("agent", TimeSpan.FromSeconds(30));
+string kernelRelease = File.ReadAllText("/proc/sys/kernel/osrelease").Trim();
+if (Environment.ProcessId == 1)
+{
+    GuestInit.EnterRoot(kernelArgs);
+}
+
+var handle = File.OpenHandle(port, FileMode.Open, FileAccess.ReadWrite);
+using var input = new FileStream(handle, FileAccess.Read, 0);
+using var output = new FileStream(handle, FileAccess.Write, 0);
+GuestInit.Log($"ready in {clock.ElapsedMilliseconds} ms on {port}");
+using var server = new AgentServer(input, output, kernelRelease);
+await server.RunAsync();
