@@ -54,7 +54,16 @@ internal sealed class AgentServer : IDisposable
                 continue;
             }
 
-            await DispatchAsync(frame.Value).ConfigureAwait(false);
+            try
+            {
+                await DispatchAsync(frame.Value).ConfigureAwait(false);
+            }
+            catch (ProtocolException ex)
+            {
+                // A malformed request fails its own session, never the agent.
+                await _writer.WriteAsync(frame.Value.Session, FrameType.Error,
+                    new ErrorMessage { Code = "ProtocolError", Message = ex.Message }).ConfigureAwait(false);
+            }
         }
     }
 
@@ -77,7 +86,7 @@ internal sealed class AgentServer : IDisposable
                 await StartAsync(frame.Session, frame.Read<ExecRequest>()).ConfigureAwait(false);
                 break;
             case FrameType.Stdin when _sessions.TryGetValue(frame.Session, out ExecSession? session):
-                await session.WriteStdinAsync(frame.Payload).ConfigureAwait(false);
+                session.QueueStdin(frame.Payload);
                 break;
             case FrameType.Signal when _sessions.TryGetValue(frame.Session, out ExecSession? session):
                 session.Signal(frame.Read<SignalRequest>().Signal);
@@ -158,7 +167,7 @@ internal sealed class AgentServer : IDisposable
             .ConfigureAwait(false);
         if (!request.Stdin)
         {
-            await session.WriteStdinAsync(ReadOnlyMemory<byte>.Empty).ConfigureAwait(false);
+            session.QueueStdin(ReadOnlyMemory<byte>.Empty);
         }
 
         _ = Task.Run(async () =>

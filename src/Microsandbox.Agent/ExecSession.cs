@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Threading.Channels;
 using Microsandbox.Protocol;
 
 namespace Microsandbox.Agent;
@@ -10,8 +11,9 @@ internal sealed class ExecSession : IDisposable
     private readonly uint _id;
     private readonly Process _process;
     private readonly FrameWriter _writer;
-    private readonly SemaphoreSlim _stdinLock = new(1, 1);
-    private bool _stdinClosed;
+    // Known limit: unbounded until per-session flow control exists; a process that never reads
+    // its stdin holds what the host sent in memory.
+    private readonly Channel<ReadOnlyMemory<byte>> _stdin = Channel.CreateUnbounded<ReadOnlyMemory<byte>>();
 
     public ExecSession(uint id, Process process, FrameWriter writer)
     {
@@ -19,6 +21,7 @@ internal sealed class ExecSession : IDisposable
         _process = process;
         _writer = writer;
         Pid = process.Id;
+        _ = Task.Run(FeedStdinAsync);
     }
 
     public int Pid { get; }
@@ -38,41 +41,38 @@ internal sealed class ExecSession : IDisposable
 
     public void Dispose()
     {
+        _stdin.Writer.TryComplete();
         _process.Dispose();
-        _stdinLock.Dispose();
     }
 
-    public async Task WriteStdinAsync(ReadOnlyMemory<byte> data)
+    private async Task FeedStdinAsync()
     {
-        await _stdinLock.WaitAsync().ConfigureAwait(false);
+        Stream stdin = _process.StandardInput.BaseStream;
         try
         {
-            if (_stdinClosed)
+            await foreach (ReadOnlyMemory<byte> data in _stdin.Reader.ReadAllAsync().ConfigureAwait(false))
             {
-                return;
-            }
+                if (data.IsEmpty)
+                {
+                    break;
+                }
 
-            Stream stdin = _process.StandardInput.BaseStream;
-            if (data.IsEmpty)
-            {
-                _stdinClosed = true;
-                stdin.Close();
-                return;
+                await stdin.WriteAsync(data).ConfigureAwait(false);
+                await stdin.FlushAsync().ConfigureAwait(false);
             }
-
-            await stdin.WriteAsync(data).ConfigureAwait(false);
-            await stdin.FlushAsync().ConfigureAwait(false);
         }
         catch (IOException)
         {
             // The process closed its stdin or exited; its output and exit code still follow.
-            _stdinClosed = true;
         }
         finally
         {
-            _stdinLock.Release();
+            stdin.Close();
         }
     }
+
+    /// <summary>Queues bytes for the process's stdin; an empty chunk closes it. Never blocks the channel.</summary>
+    public void QueueStdin(ReadOnlyMemory<byte> data) => _stdin.Writer.TryWrite(data);
 
     public void Signal(int signal) => _ = Native.Kill(Pid, signal);
 

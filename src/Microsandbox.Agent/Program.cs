@@ -10,7 +10,9 @@ if (Environment.ProcessId == 1)
 }
 
 var kernelArgs = GuestInit.ReadKernelArgs();
+GuestInit.Log($"started; loading modules at {clock.ElapsedMilliseconds} ms");
 GuestInit.LoadModules(kernelArgs);
+GuestInit.Log($"modules loaded at {clock.ElapsedMilliseconds} ms");
 string port = GuestInit.FindPort("agent", TimeSpan.FromSeconds(30));
 string kernelRelease = File.ReadAllText("/proc/sys/kernel/osrelease").Trim();
 if (Environment.ProcessId == 1)

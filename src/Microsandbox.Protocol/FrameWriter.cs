@@ -53,10 +53,20 @@ public sealed class FrameWriter : IDisposable
         }
     }
 
+    /// <summary>Writes one frame whose payload is <paramref name="payload"/>, as raw bytes.</summary>
+    /// <remarks>
+    /// Without this overload a <c>byte[]</c> argument binds to <see cref="WriteAsync{T}"/> (an identity
+    /// conversion beats the conversion to <see cref="ReadOnlyMemory{T}"/>) and fails at run time.
+    /// </remarks>
+    public ValueTask WriteAsync(
+        uint session, FrameType type, byte[] payload, CancellationToken cancellationToken = default) =>
+        WriteAsync(session, type, new ReadOnlyMemory<byte>(payload), cancellationToken);
+
     /// <summary>Writes a control frame whose payload is <paramref name="message"/> as JSON.</summary>
     public ValueTask WriteAsync<T>(
         uint session, FrameType type, T message, CancellationToken cancellationToken = default)
-        where T : class => WriteAsync(session, type, ProtocolJson.Serialize(message), cancellationToken);
+        where T : class =>
+        WriteAsync(session, type, new ReadOnlyMemory<byte>(ProtocolJson.Serialize(message)), cancellationToken);
 
     /// <summary>Writes raw data, split into frames of at most <see cref="Frame.MaxPayloadSize"/>.</summary>
     public async ValueTask WriteDataAsync(

@@ -6,10 +6,10 @@ namespace Microsandbox.Protocol;
 public sealed class HelloMessage
 {
     /// <summary>Protocol versions the sender speaks, oldest first.</summary>
-    public IReadOnlyList<int> Versions { get; init; } = [];
+    public IReadOnlyList<int> Versions { get; init => field = value ?? []; } = [];
 
     /// <summary>Optional features, named (for example <c>exec</c>, <c>signal</c>).</summary>
-    public IReadOnlyList<string> Capabilities { get; init; } = [];
+    public IReadOnlyList<string> Capabilities { get; init => field = value ?? []; } = [];
 
     /// <summary>Who is speaking, for logs (for example <c>msb-agent 0.1.0</c>).</summary>
     public string? Peer { get; init; }
@@ -32,10 +32,10 @@ public sealed class HelloAckMessage
 public sealed class ErrorMessage
 {
     /// <summary>Stable identifier of the failure (for example <c>CommandNotFound</c>).</summary>
-    public string Code { get; init; } = "";
+    public string Code { get; init => field = value ?? ""; } = "";
 
     /// <summary>Human-readable explanation.</summary>
-    public string Message { get; init; } = "";
+    public string Message { get; init => field = value ?? ""; } = "";
 
     /// <summary>Supporting text, such as the tail of the guest console.</summary>
     public string? Detail { get; init; }
@@ -45,10 +45,14 @@ public sealed class ErrorMessage
 public sealed class ExecRequest
 {
     /// <summary>Program and arguments; the program is looked up on <c>PATH</c> when it has no slash.</summary>
-    public IReadOnlyList<string> Argv { get; init; } = [];
+    public IReadOnlyList<string> Argv { get; init => field = value ?? []; } = [];
 
     /// <summary>Environment variables added to (and overriding) the guest's defaults.</summary>
-    public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
+    public IReadOnlyDictionary<string, string> Environment
+    {
+        get;
+        init => field = value ?? new Dictionary<string, string>();
+    } = new Dictionary<string, string>();
 
     /// <summary>Working directory; must exist. Null means <c>/</c>.</summary>
     public string? WorkingDirectory { get; init; }
@@ -91,6 +95,9 @@ public sealed class ShutdownRequest
     public string? Reason { get; init; }
 }
 
+// The .NET 8 source generator sets every init-only property when it builds a message, passing
+// null (or 0) for fields the JSON omits, so initializers alone do not give defaults: the init
+// accessors above turn a missing or explicit null into the documented empty value.
 /// <summary>System.Text.Json source generation, so both the host and the NativeAOT agent avoid reflection.</summary>
 [JsonSourceGenerationOptions(
     PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,

@@ -16,7 +16,7 @@ public sealed class RuntimeSpec
     public string VmmPath { get; init; } = "";
 
     /// <summary>The VMM's arguments.</summary>
-    public IReadOnlyList<string> VmmArguments { get; init; } = [];
+    public IReadOnlyList<string> VmmArguments { get; init => field = value ?? []; } = [];
 
     /// <summary>The Unix socket the VMM serves the agent port on.</summary>
     public string AgentSocketPath { get; init; } = "";
@@ -30,8 +30,11 @@ public sealed class RuntimeSpec
     /// <summary>The file the runtime keeps its <see cref="RuntimeStatus"/> in.</summary>
     public string StatusPath { get; init; } = "";
 
-    /// <summary>How long the guest may take to become ready before the boot fails.</summary>
-    public int BootTimeoutMilliseconds { get; init; } = 60_000;
+    /// <summary>
+    /// How long the guest may take to become ready before the boot fails; absent, 0 or less means
+    /// 60 s (the source generator passes 0 for an absent field, so the accessor restores the default).
+    /// </summary>
+    public int BootTimeoutMilliseconds { get; init => field = value > 0 ? value : 60_000; } = 60_000;
 
     /// <summary>The accelerator the VMM arguments select (kvm, tcg...), recorded in the status.</summary>
     public string Accelerator { get; init; } = "";

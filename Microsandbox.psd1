@@ -1,0 +1,27 @@
+@{
+    RootModule             = 'Microsandbox.psm1'
+    ModuleVersion          = '0.1.0'
+    GUID                   = '5d0f6c1e-7a51-4a4e-9b0e-3c7f2f4b8a61'
+    Author                 = 'Microsandbox contributors'
+    CompanyName            = 'Microsandbox contributors'
+    Copyright              = '(c) Microsandbox contributors. MIT License.'
+    Description            = 'Runs untrusted work in local microVMs: each sandbox is a real virtual machine with its own Linux kernel, filesystem and network stack.'
+    PowerShellVersion      = '7.4'
+    CompatiblePSEditions   = @('Core')
+    NestedModules          = @('Microsandbox.PowerShell.dll')
+    FormatsToProcess       = @('Microsandbox.format.ps1xml')
+    FunctionsToExport      = @()
+    CmdletsToExport        = @(
+        'New-Sandbox', 'Get-Sandbox', 'Start-Sandbox', 'Stop-Sandbox', 'Remove-Sandbox',
+        'Invoke-SandboxCommand', 'Test-SandboxHost'
+    )
+    VariablesToExport      = @()
+    AliasesToExport        = @()
+    PrivateData            = @{
+        PSData = @{
+            Tags         = @('sandbox', 'microvm', 'qemu', 'kvm', 'virtualization', 'security', 'Linux')
+            LicenseUri   = 'https://opensource.org/licenses/MIT'
+            ReleaseNotes = 'First release: sandboxes on QEMU microVMs with the built-in BusyBox image.'
+        }
+    }
+}

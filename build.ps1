@@ -1,0 +1,205 @@
+#!/usr/bin/env pwsh
+<#
+.SYNOPSIS
+    Builds, tests and packages the Microsandbox module.
+.DESCRIPTION
+    Tasks run in order of their dependencies:
+      Bootstrap  installs what the host needs (QEMU, cpio, a C toolchain for NativeAOT) where it
+                 can (Debian/Ubuntu as root), else stops naming what to install.
+      Build      the engine, cmdlets and sandbox runtime into out/Microsandbox, with MAML help.
+      Guest      the guest agent (NativeAOT) and the kernel + initramfs, cached by version.
+      Test       xUnit for protocol and engine, then Pester against the built module in a fresh pwsh.
+      Package    a .nupkg of the module in out/package, installable with Install-Module.
+.EXAMPLE
+    dotnet tool restore; dotnet pwsh ./build.ps1 Test
+#>
+[CmdletBinding()]
+param(
+    [Parameter(Position = 0)]
+    [ValidateSet('Bootstrap', 'Build', 'Guest', 'Test', 'Package', 'Clean')]
+    [string[]] $Task = @('Build', 'Guest'),
+
+    [ValidateSet('Debug', 'Release')]
+    [string] $Configuration = 'Release',
+
+    # Pester tag filter for quick local runs (for example -Tag Errors).
+    [string[]] $Tag
+)
+
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version 3.0
+$root = $PSScriptRoot
+$out = Join-Path $root 'out'
+$moduleDir = Join-Path $out 'Microsandbox'
+$cacheDir = Join-Path $root '.cache'
+$pesterVersion = '5.7.1'
+. (Join-Path $root 'build/Guest.ps1')
+. (Join-Path $root 'build/Help.ps1')
+
+function Invoke-Native {
+    param([string] $Command, [string[]] $Arguments)
+    Write-Verbose "$Command $($Arguments -join ' ')"
+    & $Command @Arguments
+    if ($LASTEXITCODE -ne 0) { throw "'$Command $($Arguments -join ' ')' failed with exit code $LASTEXITCODE." }
+}
+
+function Invoke-Bootstrap {
+    if (-not $IsLinux) {
+        Write-Host 'Bootstrap: only the build and the tests that need no VM run on this OS.'
+        return
+    }
+
+    # command -> Debian package that provides it
+    $needed = [ordered]@{
+        'qemu-system-x86_64' = 'qemu-system-x86'
+        'qemu-img'           = 'qemu-utils'
+        'cpio'               = 'cpio'
+        'dpkg-deb'           = 'dpkg'
+        'clang'              = 'clang'
+        'setpriv'            = 'util-linux'
+    }
+    $missing = @($needed.Keys | Where-Object { -not (Get-Command $_ -ErrorAction Ignore) } |
+        ForEach-Object { $needed[$_] })
+    if (-not (Test-Path '/usr/include/zlib.h')) { $missing += 'zlib1g-dev' }
+    if ($missing.Count -eq 0) {
+        Write-Host 'Bootstrap: host tools present.'
+        return
+    }
+
+    $canInstall = (Get-Command apt-get -ErrorAction Ignore) -and ((& id -u) -eq '0')
+    if (-not $canInstall) {
+        throw "Missing host packages: $($missing -join ', '). Install them (Debian/Ubuntu: " +
+            "sudo apt-get install $($missing -join ' ')) and run the build again."
+    }
+
+    Write-Host "Bootstrap: installing $($missing -join ', ')"
+    $env:DEBIAN_FRONTEND = 'noninteractive'
+    Invoke-Native apt-get @('update', '-qq')
+    Invoke-Native apt-get (@('install', '-y', '-qq', '--no-install-recommends') + $missing)
+}
+
+function Invoke-Build {
+    $staging = Join-Path $out 'obj/module'
+    Remove-Item $staging -Recurse -Force -ErrorAction Ignore
+    Invoke-Native dotnet @('publish', "$root/src/Microsandbox.PowerShell", '-c', $Configuration, '-o', $staging,
+        '--nologo', '-v', 'quiet')
+
+    New-Item -ItemType Directory -Force $moduleDir | Out-Null
+    Get-ChildItem $moduleDir -Exclude 'guest' | Remove-Item -Recurse -Force
+    # PowerShell and the SDK bring their own copies of these; shipping them only invites conflicts.
+    Get-ChildItem $staging -File |
+        Where-Object { $_.Name -notmatch '^(System\.Management\.Automation|Microsoft\.PowerShell)' -and
+            $_.Extension -in '.dll', '.pdb' } |
+        Copy-Item -Destination $moduleDir
+    # SQLite's native library sits beside the assemblies, where .NET probes for a module's
+    # P/Invoke targets (a module has no deps.json to point into runtimes/).
+    $natives = @{ 'linux-x64' = 'libe_sqlite3.so'; 'win-x64' = 'e_sqlite3.dll'; 'osx-arm64' = 'libe_sqlite3.dylib' }
+    foreach ($rid in $natives.Keys) {
+        $lib = Join-Path $staging "runtimes/$rid/native/$($natives[$rid])"
+        if (Test-Path $lib) { Copy-Item $lib $moduleDir }
+    }
+
+    Copy-Item "$root/Microsandbox.psd1", "$root/Microsandbox.psm1", "$root/Microsandbox.format.ps1xml" $moduleDir
+    ConvertTo-MamlHelp -DocsPath (Join-Path $root 'docs') `
+        -OutputPath (Join-Path $moduleDir 'en-US/Microsandbox.PowerShell.dll-Help.xml')
+
+    if ($IsLinux) {
+        Invoke-Native dotnet @('publish', "$root/src/Microsandbox.Runtime", '-c', 'Release', '-o', "$out/obj/runtime",
+            '--nologo', '-v', 'quiet')
+        Copy-Item "$out/obj/runtime/msb-runtime" $moduleDir
+    }
+    Write-Host "Build: module in $moduleDir"
+}
+
+function Invoke-Guest {
+    if (-not $IsLinux) { throw 'The guest assets are built on Linux (they need dpkg-deb and cpio).' }
+    Invoke-Native dotnet @('publish', "$root/src/Microsandbox.Agent", '-c', 'Release', '-o', "$out/obj/agent",
+        '--nologo', '-v', 'quiet')
+    Build-GuestAssets -AgentPath "$out/obj/agent/msb-agent" -OutDir (Join-Path $moduleDir 'guest') `
+        -CacheDir (Join-Path $cacheDir 'guest')
+    Write-Host "Guest: assets in $moduleDir/guest"
+}
+
+function Get-PesterModule {
+    $dir = Join-Path $cacheDir "pester/$pesterVersion"
+    $manifest = Join-Path $dir 'Pester.psd1'
+    if (-not (Test-Path $manifest)) {
+        # Pester comes from NuGet, not a PowerShell gallery: a package download needs no project.
+        $proj = Join-Path $cacheDir 'pester/download.proj'
+        New-Item -ItemType Directory -Force (Split-Path $proj) | Out-Null
+        Set-Content $proj @"
+<Project Sdk="Microsoft.NET.Sdk">
+  <PropertyGroup><TargetFramework>net10.0</TargetFramework></PropertyGroup>
+  <ItemGroup><PackageDownload Include="Pester" Version="[$pesterVersion]" /></ItemGroup>
+</Project>
+"@
+        $packages = Join-Path $cacheDir 'pester/packages'
+        Invoke-Native dotnet @('restore', $proj, '--packages', $packages, '--nologo', '-v', 'quiet')
+        $tools = Join-Path $packages "pester/$pesterVersion/tools"
+        Remove-Item $dir -Recurse -Force -ErrorAction Ignore
+        Copy-Item $tools $dir -Recurse
+    }
+    return $manifest
+}
+
+function Invoke-Test {
+    Invoke-Native dotnet @('test', "$root/tests/Microsandbox.Tests", '-c', $Configuration, '--nologo',
+        '--logger', 'console;verbosity=normal')
+
+    $pester = Get-PesterModule
+    $pwsh = (Get-Process -Id $PID).Path
+    $pwshArgs = if ($pwsh -match 'dotnet(\.exe)?$') { @('pwsh') } else { @() }
+
+    # A fresh process, so the tests see the built module exactly as a user who imports it would.
+    $script = @"
+`$ErrorActionPreference = 'Stop'
+Import-Module '$pester' -Force
+`$config = New-PesterConfiguration
+`$config.Run.Path = '$root/tests/pester'
+`$config.Run.Exit = `$true
+`$config.Output.Verbosity = 'Detailed'
+`$config.TestResult.Enabled = `$true
+`$config.TestResult.OutputPath = '$out/pester-results.xml'
+$(if ($Tag) { "`$config.Filter.Tag = @('$($Tag -join "','")')" })
+`$env:MSB_TEST_MODULE = '$moduleDir/Microsandbox.psd1'
+Invoke-Pester -Configuration `$config
+"@
+
+    & $pwsh @pwshArgs -NoProfile -NonInteractive -Command $script
+    if ($LASTEXITCODE -ne 0) { throw "Pester reported $LASTEXITCODE failed test(s)." }
+}
+
+function Invoke-Package {
+    $manifest = Import-PowerShellDataFile (Join-Path $moduleDir 'Microsandbox.psd1')
+    $version = $manifest.ModuleVersion
+    $packageDir = Join-Path $out 'package'
+    New-Item -ItemType Directory -Force $packageDir | Out-Null
+    # A local repository folder is what Install-Module reads: register it and install from it.
+    $repo = "MicrosandboxLocal$PID"
+    Register-PSResourceRepository -Name $repo -Uri $packageDir -Trusted -ErrorAction Stop
+    try {
+        Publish-PSResource -Path $moduleDir -Repository $repo -SkipDependenciesCheck
+    }
+    finally {
+        Unregister-PSResourceRepository -Name $repo
+    }
+    Write-Host "Package: $packageDir/Microsandbox.$version.nupkg"
+}
+
+$order = 'Clean', 'Bootstrap', 'Build', 'Guest', 'Test', 'Package'
+$wanted = [System.Collections.Generic.HashSet[string]]::new([string[]]$Task)
+if ($wanted.Contains('Test')) { 'Bootstrap', 'Build', 'Guest' | ForEach-Object { $null = $wanted.Add($_) } }
+if ($wanted.Contains('Guest') -or $wanted.Contains('Package')) { $null = $wanted.Add('Build') }
+foreach ($step in $order) {
+    if (-not $wanted.Contains($step)) { continue }
+    $clock = [Diagnostics.Stopwatch]::StartNew()
+    switch ($step) {
+        'Clean' { Remove-Item $out -Recurse -Force -ErrorAction Ignore }
+        'Bootstrap' { Invoke-Bootstrap }
+        'Build' { Invoke-Build }
+        'Guest' { Invoke-Guest }
+        'Test' { Invoke-Test }
+        'Package' { Invoke-Package }
+    }
+    Write-Host ("{0} finished in {1:0.0} s" -f $step, $clock.Elapsed.TotalSeconds)
+}

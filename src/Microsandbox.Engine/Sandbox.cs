@@ -1,0 +1,80 @@
+namespace Microsandbox.Engine;
+
+/// <summary>A sandbox as the state store and its runtime describe it.</summary>
+public sealed class Sandbox
+{
+    internal Sandbox(SandboxRecord record, SandboxState state, string? reason, int? runtimePid, string? accelerator)
+    {
+        Id = record.Id;
+        Name = record.Name;
+        State = state;
+        Image = record.Image;
+        Cpus = record.Cpus;
+        MemoryMB = record.MemoryMB;
+        Labels = record.Labels;
+        Environment = record.Environment;
+        WorkingDirectory = record.WorkingDirectory;
+        Shell = record.Shell;
+        CreatedAt = record.CreatedAt;
+        StartedAt = record.StartedAt;
+        Reason = reason;
+        RuntimePid = runtimePid;
+        Accelerator = accelerator;
+        Host = System.Environment.MachineName;
+        Directory = record.Directory;
+    }
+
+    /// <summary>Stable identifier, also the name of the sandbox's folder.</summary>
+    public string Id { get; }
+
+    /// <summary>Unique name.</summary>
+    public string Name { get; }
+
+    /// <summary>Current state, checked against the runtime process.</summary>
+    public SandboxState State { get; }
+
+    /// <summary>The image the root filesystem comes from.</summary>
+    public string Image { get; }
+
+    /// <summary>Virtual CPUs.</summary>
+    public int Cpus { get; }
+
+    /// <summary>Guest memory in MiB.</summary>
+    public int MemoryMB { get; }
+
+    /// <summary>Labels, fixed for the sandbox's life.</summary>
+    public IReadOnlyDictionary<string, string> Labels { get; }
+
+    /// <summary>Environment every command gets.</summary>
+    public IReadOnlyDictionary<string, string> Environment { get; }
+
+    /// <summary>Default working directory of commands.</summary>
+    public string WorkingDirectory { get; }
+
+    /// <summary>Shell that runs command strings.</summary>
+    public string Shell { get; }
+
+    /// <summary>When the sandbox was created.</summary>
+    public DateTimeOffset CreatedAt { get; }
+
+    /// <summary>When it last started, if ever.</summary>
+    public DateTimeOffset? StartedAt { get; }
+
+    /// <summary>Why it stopped or crashed, when known.</summary>
+    public string? Reason { get; }
+
+    /// <summary>Process id of the sandbox runtime while it runs.</summary>
+    public int? RuntimePid { get; }
+
+    /// <summary>The accelerator the VM runs on (kvm, tcg).</summary>
+    public string? Accelerator { get; }
+
+    /// <summary>The machine the sandbox lives on.</summary>
+    public string Host { get; }
+
+    /// <summary>The sandbox's folder under the home.</summary>
+    public string Directory { get; }
+
+    /// <inheritdoc/>
+    public override string ToString() => Name;
+}

@@ -1,0 +1,497 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using Microsandbox.Protocol;
+
+namespace Microsandbox.Engine;
+
+/// <summary>
+/// The SDK: creates, lists, starts, stops and removes sandboxes and runs commands in them.
+/// Stateless between calls; the home folder is the only truth, shared by every process.
+/// </summary>
+public sealed class SandboxEngine
+{
+    private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(10);
+    private readonly StateStore _store;
+
+    /// <summary>Opens the engine on a home folder.</summary>
+    public SandboxEngine(SandboxHome home)
+    {
+        Home = home ?? throw new ArgumentNullException(nameof(home));
+        _store = new StateStore(home);
+        Assets = GuestAssets.Locate();
+    }
+
+    /// <summary>The home folder in use.</summary>
+    public SandboxHome Home { get; }
+
+    /// <summary>The guest assets and runtime in use.</summary>
+    public GuestAssets Assets { get; }
+
+    /// <summary>Every sandbox, with its state checked against its runtime, optionally filtered by labels (all must match).</summary>
+    public IReadOnlyList<Sandbox> List(IEnumerable<LabelSelector>? selectors = null)
+    {
+        var terms = selectors?.ToList() ?? [];
+        return _store.List()
+            .Where(r => terms.TrueForAll(t => t.Matches(r.Labels)))
+            .Select(Reconcile)
+            .ToList();
+    }
+
+    /// <summary>One sandbox by exact name; throws <c>SandboxNotFound</c>.</summary>
+    public Sandbox Get(string name) => Reconcile(FindRecord(name));
+
+    /// <summary>Creates a sandbox and boots it. On any failure nothing is left behind.</summary>
+    public async Task<Sandbox> CreateAsync(
+        SandboxOptions options, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        SandboxRules.ValidateName(options.Name);
+        SandboxRules.ValidateLabels(options.Labels);
+        SandboxRules.ValidateResources(options.Cpus, options.MemoryMB);
+        string image = string.IsNullOrEmpty(options.Image) ? SandboxOptions.DefaultImage : options.Image;
+        if (image != SandboxOptions.DefaultImage)
+        {
+            // OCI images arrive with the image store; until then only the built-in root exists.
+            throw new SandboxException("ImageNotFound", SandboxErrorKind.NotFound,
+                $"The image '{image}' is not available; only the built-in image '{SandboxOptions.DefaultImage}' is.",
+                image);
+        }
+
+        Assets.EnsurePresent();
+        Qemu.Require();
+        if (options.Replace && _store.Find(options.Name) is { } existing)
+        {
+            progress?.Report(new(SandboxMessageLevel.Verbose, $"Replacing sandbox '{options.Name}'."));
+            await StopRecordAsync(Reconcile(existing), existing, options.ReplaceTimeout, "replaced", cancellationToken)
+                .ConfigureAwait(false);
+            Delete(existing);
+        }
+
+        var record = new SandboxRecord
+        {
+            Id = Guid.NewGuid().ToString("N")[..16],
+            Name = options.Name,
+            Image = image,
+            Cpus = options.Cpus,
+            MemoryMB = options.MemoryMB,
+            Shell = options.Shell,
+            WorkingDirectory = options.WorkingDirectory,
+            Environment = new Dictionary<string, string>(options.Environment, StringComparer.Ordinal),
+            Labels = new Dictionary<string, string>(options.Labels, StringComparer.Ordinal),
+            CreatedAt = DateTimeOffset.UtcNow,
+            BootTimeoutMilliseconds = options.BootTimeout is { } t ? (int)t.TotalMilliseconds : null,
+            Directory = "",
+            State = SandboxState.Created,
+        };
+        record = Relocate(record);
+        if (!_store.TryInsert(record))
+        {
+            throw new SandboxException("SandboxAlreadyExists", SandboxErrorKind.AlreadyExists,
+                $"A sandbox named '{options.Name}' already exists. Use -Replace to replace it.", options.Name);
+        }
+
+        try
+        {
+            SandboxHome.CreatePrivateDirectory(record.Directory);
+            return await BootAsync(record, progress, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            Delete(record);
+            throw;
+        }
+    }
+
+    /// <summary>Starts a stopped or crashed sandbox; a running one is returned as it is.</summary>
+    public async Task<Sandbox> StartAsync(
+        string name, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
+    {
+        SandboxRecord record = FindRecord(name);
+        Sandbox current = Reconcile(record);
+        if (current.State is SandboxState.Running or SandboxState.Starting)
+        {
+            return current;
+        }
+
+        try
+        {
+            return await BootAsync(record, progress, cancellationToken).ConfigureAwait(false);
+        }
+        catch (SandboxException ex)
+        {
+            record.State = SandboxState.Crashed;
+            record.Reason = ex.Message;
+            _store.UpdateState(record);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Stops a sandbox: the guest gets <paramref name="timeout"/> to shut down, then the VM is
+    /// killed. Stopping a sandbox that is not running does nothing.
+    /// </summary>
+    public async Task<Sandbox> StopAsync(string name, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        SandboxRecord record = FindRecord(name);
+        await StopRecordAsync(Reconcile(record), record, timeout, "stopped by request", cancellationToken)
+            .ConfigureAwait(false);
+        return Reconcile(record);
+    }
+
+    /// <summary>Removes a sandbox and its folder; a running one only with <paramref name="force"/>.</summary>
+    public async Task RemoveAsync(string name, bool force, CancellationToken cancellationToken)
+    {
+        SandboxRecord record = FindRecord(name);
+        Sandbox current = Reconcile(record);
+        if (IsLive(current.State))
+        {
+            if (!force)
+            {
+                throw new SandboxException("SandboxRunning", SandboxErrorKind.InvalidOperation,
+                    $"The sandbox '{name}' is {current.State}. Stop it first, or use -Force.", name);
+            }
+
+            await StopRecordAsync(current, record, TimeSpan.Zero, "removed", cancellationToken).ConfigureAwait(false);
+        }
+
+        Delete(record);
+    }
+
+    /// <summary>Runs a command in a running sandbox and yields what happens as it happens.</summary>
+    public async IAsyncEnumerable<ExecEvent> ExecAsync(
+        string name, SandboxCommand command, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        SandboxRecord record = FindRecord(name);
+        Sandbox sandbox = Reconcile(record);
+        if (sandbox.State != SandboxState.Running)
+        {
+            throw new SandboxException("SandboxNotRunning", SandboxErrorKind.InvalidOperation,
+                $"The sandbox '{name}' is {sandbox.State}; start it with Start-Sandbox.", name);
+        }
+
+        var environment = new Dictionary<string, string>(sandbox.Environment, StringComparer.Ordinal);
+        foreach (var (key, value) in command.Environment)
+        {
+            environment[key] = value;
+        }
+
+        var request = new ExecRequest
+        {
+            Argv = command.Arguments ?? [sandbox.Shell, "-c", command.Script ?? ""],
+            Environment = environment,
+            WorkingDirectory = command.WorkingDirectory ?? sandbox.WorkingDirectory,
+        };
+        await using var connection = await SandboxConnection.ConnectAsync(
+            ControlSocket(record), name, cancellationToken).ConfigureAwait(false);
+        await foreach (ExecEvent e in connection.ExecAsync(request, name, cancellationToken).ConfigureAwait(false))
+        {
+            yield return e;
+        }
+    }
+
+    private async Task<Sandbox> BootAsync(
+        SandboxRecord record, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
+    {
+        Assets.EnsurePresent();
+        Qemu qemu = Qemu.Require();
+        AcceleratorChoice accel = await AcceleratorProbe.ResolveAsync(Home, qemu, Assets, cancellationToken)
+            .ConfigureAwait(false);
+        progress?.Report(new(accel.IsEmulated ? SandboxMessageLevel.Warning : SandboxMessageLevel.Verbose,
+            accel.IsEmulated ? $"Using TCG emulation: {accel.Reason}." : $"Using KVM: {accel.Reason}."));
+        var timeout = record.BootTimeoutMilliseconds is { } ms
+            ? TimeSpan.FromMilliseconds(ms)
+            : TimeSpan.FromSeconds(accel.IsEmulated ? 120 : 30);
+        string dir = record.Directory;
+        foreach (string stale in new[] { "status.json", "runtime.sock", "agent.sock" })
+        {
+            File.Delete(Path.Join(dir, stale));
+        }
+
+        var spec = new RuntimeSpec
+        {
+            SandboxName = record.Name,
+            VmmPath = qemu.Path,
+            VmmArguments = Qemu.MicroVmArguments(new MicroVmConfig
+            {
+                Accelerator = accel.Name,
+                Cpus = record.Cpus,
+                MemoryMB = record.MemoryMB,
+                KernelPath = Assets.KernelPath,
+                InitramfsPath = Assets.InitramfsPath,
+                ConsoleLogPath = Path.Join(dir, "console.log"),
+                AgentSocketPath = Path.Join(dir, "agent.sock"),
+                ExtraKernelArguments = [$"msb.hostname={HostName(record.Name)}"],
+            }),
+            AgentSocketPath = Path.Join(dir, "agent.sock"),
+            ControlSocketPath = ControlSocket(record),
+            ConsoleLogPath = Path.Join(dir, "console.log"),
+            StatusPath = StatusFile(record),
+            BootTimeoutMilliseconds = (int)timeout.TotalMilliseconds,
+            Accelerator = accel.Name,
+        };
+        File.Delete(spec.ConsoleLogPath);
+        string specPath = Path.Join(dir, "runtime.json");
+        RuntimeSpecFile.Save(spec, specPath);
+
+        progress?.Report(new(SandboxMessageLevel.Verbose,
+            $"Booting sandbox '{record.Name}' ({record.Cpus} CPU, {record.MemoryMB} MiB, {accel.Name})."));
+        var clock = Stopwatch.StartNew();
+        using var runtime = Process.Start(new ProcessStartInfo(Assets.RuntimePath, specPath) { UseShellExecute = false })
+            ?? throw new SandboxException("RuntimeStartFailed", SandboxErrorKind.DeviceError,
+                "The sandbox runtime did not start.", record.Name);
+        record.State = SandboxState.Starting;
+        record.RuntimePid = runtime.Id;
+        record.Accelerator = accel.Name;
+        record.Reason = null;
+        _store.UpdateState(record);
+        try
+        {
+            await using var connection = await WaitForRuntimeAsync(record, runtime, timeout, cancellationToken)
+                .ConfigureAwait(false);
+            progress?.Report(new(SandboxMessageLevel.Verbose,
+                $"Agent ready in {clock.ElapsedMilliseconds} ms (guest kernel {connection.Hello.KernelRelease})."));
+        }
+        catch
+        {
+            KillRuntime(runtime);
+            throw;
+        }
+
+        record.State = SandboxState.Running;
+        record.StartedAt = DateTimeOffset.UtcNow;
+        _store.UpdateState(record);
+        return Reconcile(record);
+    }
+
+    private static async Task<SandboxConnection> WaitForRuntimeAsync(
+        SandboxRecord record, Process runtime, TimeSpan bootTimeout, CancellationToken cancellationToken)
+    {
+        string socket = ControlSocket(record);
+        var deadline = Stopwatch.StartNew();
+        while (!File.Exists(socket))
+        {
+            if (runtime.HasExited)
+            {
+                RuntimeStatus? status = RuntimeStatus.Load(StatusFile(record));
+                throw new SandboxException(status?.ErrorCode ?? "RuntimeStartFailed", SandboxErrorKind.DeviceError,
+                    status?.Reason ?? $"The sandbox runtime exited with code {runtime.ExitCode} before listening; " +
+                    $"see {Path.Join(record.Directory, "runtime.log")}.", record.Name)
+                {
+                    Detail = status?.ConsoleTail,
+                };
+            }
+
+            if (deadline.Elapsed > TimeSpan.FromSeconds(10))
+            {
+                throw new SandboxException("RuntimeStartFailed", SandboxErrorKind.Timeout,
+                    "The sandbox runtime did not open its socket within 10 s.", record.Name);
+            }
+
+            await Task.Delay(20, cancellationToken).ConfigureAwait(false);
+        }
+
+        // The runtime enforces the boot deadline itself; this one only guards against a runtime
+        // that hangs without answering.
+        using var guard = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        guard.CancelAfter(bootTimeout + TimeSpan.FromSeconds(15));
+        try
+        {
+            return await SandboxConnection.ConnectAsync(socket, record.Name, guard.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new SandboxException("GuestNotReady", SandboxErrorKind.Timeout,
+                $"The sandbox runtime did not report the guest ready within {bootTimeout.TotalSeconds:0} s.",
+                record.Name);
+        }
+    }
+
+    private async Task StopRecordAsync(
+        Sandbox current, SandboxRecord record, TimeSpan timeout, string reason, CancellationToken cancellationToken)
+    {
+        if (!IsLive(current.State) || record.RuntimePid is not int pid)
+        {
+            return;
+        }
+
+        if (current.State == SandboxState.Running && timeout > TimeSpan.Zero)
+        {
+            try
+            {
+                await using var connection = await SandboxConnection.ConnectAsync(
+                    ControlSocket(record), record.Name, cancellationToken).ConfigureAwait(false);
+                await connection.RequestShutdownAsync(timeout, reason, cancellationToken).ConfigureAwait(false);
+            }
+            catch (SandboxException)
+            {
+                // Unreachable runtime: the kill below ends it.
+            }
+
+            // The runtime kills the VM itself when the timeout passes; the extra grace covers
+            // the runtime's own exit.
+            var clock = Stopwatch.StartNew();
+            while (RuntimeAlive(pid) && clock.Elapsed < timeout + StopGrace)
+            {
+                await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        if (RuntimeAlive(pid))
+        {
+            // Killing the runtime kills its VMM through the parent-death signal.
+            try
+            {
+                using var process = Process.GetProcessById(pid);
+                process.Kill();
+            }
+            catch (Exception ex) when (ex is ArgumentException or InvalidOperationException)
+            {
+                // Already gone.
+            }
+
+            while (RuntimeAlive(pid))
+            {
+                await Task.Delay(20, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        record.State = SandboxState.Stopped;
+        record.RuntimePid = null;
+        record.Reason = RuntimeStatus.Load(StatusFile(record)) is { State: "Stopped" } status
+            ? status.Reason : reason;
+        _store.UpdateState(record);
+    }
+
+    /// <summary>
+    /// Brings the recorded state in line with the runtime process: a live state whose runtime
+    /// is gone becomes Stopped or Crashed with the runtime's own account of why.
+    /// </summary>
+    private Sandbox Reconcile(SandboxRecord record)
+    {
+        if (IsLive(record.State))
+        {
+            RuntimeStatus? status = RuntimeStatus.Load(StatusFile(record));
+            if (record.RuntimePid is int pid && RuntimeAlive(pid))
+            {
+                if (status is not null && Enum.TryParse(status.State, out SandboxState live) && IsLive(live)
+                    && live != record.State)
+                {
+                    record.State = live;
+                    _store.UpdateState(record);
+                }
+            }
+            else
+            {
+                bool clean = status?.State == "Stopped";
+                record.State = clean ? SandboxState.Stopped : SandboxState.Crashed;
+                record.Reason = status?.Reason ?? (clean ? null
+                    : "The sandbox runtime process ended unexpectedly (it was killed or crashed).");
+                record.RuntimePid = null;
+                _store.UpdateState(record);
+            }
+        }
+
+        return new Sandbox(record, record.State, record.Reason, record.RuntimePid, record.Accelerator);
+    }
+
+    private SandboxRecord FindRecord(string name) =>
+        _store.Find(name) ?? throw new SandboxException("SandboxNotFound", SandboxErrorKind.NotFound,
+            $"No sandbox named '{name}' exists.", name);
+
+    private SandboxRecord Relocate(SandboxRecord record) => new()
+    {
+        Id = record.Id,
+        Name = record.Name,
+        Image = record.Image,
+        Cpus = record.Cpus,
+        MemoryMB = record.MemoryMB,
+        Shell = record.Shell,
+        WorkingDirectory = record.WorkingDirectory,
+        Environment = record.Environment,
+        Labels = record.Labels,
+        CreatedAt = record.CreatedAt,
+        BootTimeoutMilliseconds = record.BootTimeoutMilliseconds,
+        Directory = Home.SandboxDirectory(record.Id),
+        State = record.State,
+    };
+
+    private void Delete(SandboxRecord record)
+    {
+        _store.Delete(record.Id);
+        if (Directory.Exists(record.Directory))
+        {
+            Directory.Delete(record.Directory, recursive: true);
+        }
+    }
+
+    private static bool IsLive(SandboxState state) =>
+        state is SandboxState.Starting or SandboxState.Running or SandboxState.Stopping;
+
+    private static string ControlSocket(SandboxRecord record) => Path.Join(record.Directory, "runtime.sock");
+
+    private static string StatusFile(SandboxRecord record) => Path.Join(record.Directory, "status.json");
+
+    /// <summary>Whether <paramref name="pid"/> is still a sandbox runtime (and not a reused pid).</summary>
+    private static bool RuntimeAlive(int pid)
+    {
+        try
+        {
+            string cmdline = File.ReadAllText($"/proc/{pid}/cmdline");
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+
+            // A zombie has exited; only its parent's wait is missing.
+            int close = stat.LastIndexOf(')');
+            bool zombie = close > 0 && close + 2 < stat.Length && stat[close + 2] == 'Z';
+            return !zombie && cmdline.Contains("msb-runtime", StringComparison.Ordinal);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
+    private static void KillRuntime(Process runtime)
+    {
+        try
+        {
+            if (!runtime.HasExited)
+            {
+                runtime.Kill(entireProcessTree: true);
+            }
+
+            runtime.WaitForExit();
+        }
+        catch (InvalidOperationException)
+        {
+            // Already exited.
+        }
+    }
+
+    private static string HostName(string name)
+    {
+        var clean = new string(name.Select(c => char.IsAsciiLetterOrDigit(c) || c == '-' ? c : '-').ToArray());
+        clean = clean.Trim('-');
+        return clean.Length == 0 ? "sandbox" : clean[..Math.Min(clean.Length, 63)];
+    }
+}
+
+/// <summary>A command to run in a sandbox: a script for the shell, or a program with arguments.</summary>
+public sealed class SandboxCommand
+{
+    /// <summary>Text for the sandbox's shell (<c>sh -c</c>).</summary>
+    public string? Script { get; init; }
+
+    /// <summary>Program and arguments, run without a shell; takes precedence over <see cref="Script"/>.</summary>
+    public IReadOnlyList<string>? Arguments { get; init; }
+
+    /// <summary>Environment added for this command.</summary>
+    public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Working directory for this command; null uses the sandbox's.</summary>
+    public string? WorkingDirectory { get; init; }
+}

@@ -1,0 +1,44 @@
+namespace Microsandbox.Engine;
+
+/// <summary>
+/// Everything that defines a new sandbox. A plain object model, so a declarative file can map
+/// onto it one to one.
+/// </summary>
+public sealed class SandboxOptions
+{
+    /// <summary>The built-in image: a BusyBox root that needs no network.</summary>
+    public const string DefaultImage = "default";
+
+    /// <summary>Unique name: not empty, at most 128 UTF-8 bytes.</summary>
+    public string Name { get; set; } = "";
+
+    /// <summary>Image reference; null or <see cref="DefaultImage"/> for the built-in image.</summary>
+    public string? Image { get; set; }
+
+    /// <summary>Virtual CPUs (default 1).</summary>
+    public int Cpus { get; set; } = 1;
+
+    /// <summary>Guest memory in MiB (default 512).</summary>
+    public int MemoryMB { get; set; } = 512;
+
+    /// <summary>Environment every command gets.</summary>
+    public IDictionary<string, string> Environment { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>Labels; keys may not use a reserved prefix. An empty value is a valueless label.</summary>
+    public IDictionary<string, string> Labels { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>Default working directory of commands (default <c>/</c>).</summary>
+    public string WorkingDirectory { get; set; } = "/";
+
+    /// <summary>Shell that runs command strings (default <c>/bin/sh</c>).</summary>
+    public string Shell { get; set; } = "/bin/sh";
+
+    /// <summary>Replace a sandbox of the same name instead of failing.</summary>
+    public bool Replace { get; set; }
+
+    /// <summary>How long the replaced sandbox may take to stop gracefully; zero kills it at once.</summary>
+    public TimeSpan ReplaceTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long the guest may take to become ready; null picks a default for the accelerator.</summary>
+    public TimeSpan? BootTimeout { get; set; }
+}

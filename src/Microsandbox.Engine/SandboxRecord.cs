@@ -1,0 +1,39 @@
+namespace Microsandbox.Engine;
+
+/// <summary>One row of the sandboxes table with its labels.</summary>
+internal sealed class SandboxRecord
+{
+    public required string Id { get; init; }
+
+    public required string Name { get; init; }
+
+    public required string Image { get; init; }
+
+    public int Cpus { get; init; }
+
+    public int MemoryMB { get; init; }
+
+    public required string Shell { get; init; }
+
+    public required string WorkingDirectory { get; init; }
+
+    public required IReadOnlyDictionary<string, string> Environment { get; init; }
+
+    public required IReadOnlyDictionary<string, string> Labels { get; init; }
+
+    public DateTimeOffset CreatedAt { get; init; }
+
+    public int? BootTimeoutMilliseconds { get; init; }
+
+    public required string Directory { get; init; }
+
+    public SandboxState State { get; set; }
+
+    public DateTimeOffset? StartedAt { get; set; }
+
+    public int? RuntimePid { get; set; }
+
+    public string? Accelerator { get; set; }
+
+    public string? Reason { get; set; }
+}

@@ -1,0 +1,46 @@
+using System.Management.Automation;
+using Microsandbox.Engine;
+
+namespace Microsandbox.PowerShell;
+
+/// <summary>
+/// <para type="synopsis">Removes sandboxes and everything they stored.</para>
+/// <para type="description">Deletes each sandbox's record and folder. A running sandbox is refused unless -Force is given, which kills it first.</para>
+/// </summary>
+[Cmdlet(VerbsCommon.Remove, "Sandbox", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High,
+    DefaultParameterSetName = ByName)]
+[OutputType(typeof(void))]
+public sealed class RemoveSandboxCommand : SandboxTargetCmdlet
+{
+    /// <summary>
+    /// <para type="description">Remove running sandboxes too, killing their VMs first; also suppresses the confirmation prompt.</para>
+    /// </summary>
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    /// <inheritdoc/>
+    protected override void ProcessRecord()
+    {
+        foreach (Sandbox target in Targets())
+        {
+            if (!Confirmed(target.Name))
+            {
+                continue;
+            }
+
+            ForEach(target, s => Run(async (_, token) =>
+            {
+                await Engine.RemoveAsync(s.Name, Force, token).ConfigureAwait(false);
+                return true;
+            }));
+        }
+    }
+
+    /// <summary>-Force skips the prompt, unless -Confirm or -WhatIf was asked for explicitly.</summary>
+    private bool Confirmed(string name)
+    {
+        bool asked = MyInvocation.BoundParameters.ContainsKey("Confirm")
+            || MyInvocation.BoundParameters.ContainsKey("WhatIf");
+        return (Force && !asked) || ShouldProcess(name, "Remove sandbox");
+    }
+}

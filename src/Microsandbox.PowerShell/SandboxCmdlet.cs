@@ -1,0 +1,183 @@
+using System.Collections;
+using System.Collections.Concurrent;
+using System.Management.Automation;
+using Microsandbox.Engine;
+
+namespace Microsandbox.PowerShell;
+
+/// <summary>
+/// What every Microsandbox cmdlet shares: the engine, cancellation from Ctrl+C, engine messages
+/// written from the pipeline thread, and errors with stable ids whose target is the real object.
+/// </summary>
+public abstract class SandboxCmdlet : PSCmdlet, IDisposable
+{
+    private readonly CancellationTokenSource _cancellation = new();
+    private SandboxEngine? _engine;
+
+    /// <summary>The engine on the home named by <c>MSB_HOME</c>.</summary>
+    protected SandboxEngine Engine => _engine ??= new SandboxEngine(SandboxHome.FromEnvironment());
+
+    /// <summary>Cancelled when the user presses Ctrl+C.</summary>
+    protected CancellationToken Cancellation => _cancellation.Token;
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        _cancellation.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    /// <inheritdoc/>
+    protected override void StopProcessing() => _cancellation.Cancel();
+
+    /// <summary>
+    /// Runs an engine operation on the thread pool while this (the pipeline) thread writes its
+    /// messages, since only the pipeline thread may write to PowerShell's streams.
+    /// </summary>
+    protected T Run<T>(Func<IProgress<SandboxMessage>, CancellationToken, Task<T>> operation)
+    {
+        ArgumentNullException.ThrowIfNull(operation);
+        using var messages = new BlockingCollection<SandboxMessage>();
+        var progress = new QueueProgress(messages);
+        Task<T> task = Task.Run(async () =>
+        {
+            try
+            {
+                return await operation(progress, Cancellation).ConfigureAwait(false);
+            }
+            finally
+            {
+                messages.CompleteAdding();
+            }
+        });
+        foreach (SandboxMessage message in messages.GetConsumingEnumerable())
+        {
+            WriteMessage(message);
+        }
+
+        return task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>Writes an engine message to the matching stream.</summary>
+    protected void WriteMessage(SandboxMessage message)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        switch (message.Level)
+        {
+            case SandboxMessageLevel.Warning:
+                WriteWarning(message.Text);
+                break;
+            case SandboxMessageLevel.Verbose:
+                WriteVerbose(message.Text);
+                break;
+            default:
+                WriteDebug(message.Text);
+                break;
+        }
+    }
+
+    /// <summary>The error record for an engine failure: its id, category and target.</summary>
+    protected static ErrorRecord ToErrorRecord(SandboxException exception)
+    {
+        ArgumentNullException.ThrowIfNull(exception);
+        var record = new ErrorRecord(exception, exception.ErrorId, Category(exception.Kind), exception.Target);
+        string message = exception.Detail is { Length: > 0 } detail
+            ? $"{exception.Message}{Environment.NewLine}Guest console (last lines):{Environment.NewLine}{detail}"
+            : exception.Message;
+        record.ErrorDetails = new ErrorDetails(message) { RecommendedAction = exception.Hint };
+        return record;
+    }
+
+    /// <summary>Writes a non-terminating error for one failed item.</summary>
+    protected void WriteSandboxError(SandboxException exception) => WriteError(ToErrorRecord(exception));
+
+    /// <summary>Ends the cmdlet with a terminating error, for failures where nothing can proceed.</summary>
+    protected void ThrowSandboxError(SandboxException exception) => ThrowTerminatingError(ToErrorRecord(exception));
+
+    /// <summary>Converts a hashtable of strings (environment, labels) into a dictionary.</summary>
+    protected static Dictionary<string, string> ToDictionary(IDictionary? table)
+    {
+        var result = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (table is null)
+        {
+            return result;
+        }
+
+        foreach (DictionaryEntry entry in table)
+        {
+            result[entry.Key.ToString() ?? ""] = entry.Value?.ToString() ?? "";
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// Sandboxes for names that may hold wildcards. A plain name that matches nothing is a
+    /// non-terminating <c>SandboxNotFound</c>, as <c>Get-Process -Name</c> does.
+    /// </summary>
+    protected IEnumerable<Sandbox> ResolveNames(IEnumerable<string> names, IReadOnlyList<Sandbox>? all = null)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        all ??= Engine.List();
+        foreach (string name in names)
+        {
+            if (WildcardPattern.ContainsWildcardCharacters(name))
+            {
+                var pattern = new WildcardPattern(name, WildcardOptions.IgnoreCase);
+                foreach (Sandbox match in all.Where(s => pattern.IsMatch(s.Name)))
+                {
+                    yield return match;
+                }
+
+                continue;
+            }
+
+            Sandbox? found = all.FirstOrDefault(s => string.Equals(s.Name, name, StringComparison.Ordinal));
+            if (found is null)
+            {
+                WriteSandboxError(new SandboxException("SandboxNotFound", SandboxErrorKind.NotFound,
+                    $"No sandbox named '{name}' exists.", name));
+                continue;
+            }
+
+            yield return found;
+        }
+    }
+
+    /// <summary>Sandboxes carrying every label in the selector; a malformed term ends the cmdlet.</summary>
+    protected IReadOnlyList<Sandbox> ResolveLabels(IEnumerable<string> selector)
+    {
+        ArgumentNullException.ThrowIfNull(selector);
+        var terms = new List<LabelSelector>();
+        foreach (string term in selector)
+        {
+            try
+            {
+                terms.Add(SandboxRules.ParseSelector(term));
+            }
+            catch (SandboxException ex)
+            {
+                ThrowSandboxError(ex);
+            }
+        }
+
+        return Engine.List(terms);
+    }
+
+    private static ErrorCategory Category(SandboxErrorKind kind) => kind switch
+    {
+        SandboxErrorKind.InvalidArgument => ErrorCategory.InvalidArgument,
+        SandboxErrorKind.NotFound => ErrorCategory.ObjectNotFound,
+        SandboxErrorKind.AlreadyExists => ErrorCategory.ResourceExists,
+        SandboxErrorKind.InvalidOperation => ErrorCategory.InvalidOperation,
+        SandboxErrorKind.NotInstalled => ErrorCategory.NotInstalled,
+        SandboxErrorKind.Timeout => ErrorCategory.OperationTimeout,
+        SandboxErrorKind.ResourceUnavailable => ErrorCategory.ResourceUnavailable,
+        _ => ErrorCategory.DeviceError,
+    };
+
+    private sealed class QueueProgress(BlockingCollection<SandboxMessage> queue) : IProgress<SandboxMessage>
+    {
+        public void Report(SandboxMessage value) => queue.Add(value);
+    }
+}
