@@ -15,7 +15,8 @@
 #>
 [CmdletBinding()]
 param(
-    [Parameter(Position = 0)]
+    # Several tasks may follow each other: ./build.ps1 Build Guest
+    [Parameter(Position = 0, ValueFromRemainingArguments)]
     [ValidateSet('Bootstrap', 'Build', 'Guest', 'Test', 'Package', 'Clean')]
     [string[]] $Task = @('Build', 'Guest'),
 
@@ -148,7 +149,21 @@ function Invoke-Test {
 
     $pester = Get-PesterModule
     $pwsh = (Get-Process -Id $PID).Path
-    $pwshArgs = if ($pwsh -match 'dotnet(\.exe)?$') { @('pwsh') } else { @() }
+    # Under the .NET tool this process is dotnet running pwsh.dll; a fresh pwsh runs that same file.
+    $pwshArgs = @(if ($pwsh -match 'dotnet(\.exe)?$') { "$PSHOME/pwsh.dll" })
+    # A home of the tests' own, so a developer's sandboxes are never touched; the accelerator
+    # probe's answer is carried over so each run does not probe again.
+    $testHome = Join-Path $out 'test-home'
+    $probe = Join-Path $testHome 'cache/accelerator.json'
+    $kept = if (Test-Path $probe) { Get-Content $probe -Raw }
+    if (Test-Path $testHome) {
+        $env:MSB_HOME = $testHome
+        $cleanup = "Import-Module '$moduleDir/Microsandbox.psd1'; Get-Sandbox | Remove-Sandbox -Force"
+        try { & $pwsh @pwshArgs -NoProfile -NonInteractive -Command $cleanup }
+        finally { Remove-Item Env:MSB_HOME }
+        Remove-Item $testHome -Recurse -Force
+    }
+    if ($kept) { New-Item -ItemType Directory -Force (Split-Path $probe) | Out-Null; Set-Content $probe $kept -NoNewline }
 
     # A fresh process, so the tests see the built module exactly as a user who imports it would.
     $script = @"
@@ -162,6 +177,7 @@ Import-Module '$pester' -Force
 `$config.TestResult.OutputPath = '$out/pester-results.xml'
 $(if ($Tag) { "`$config.Filter.Tag = @('$($Tag -join "','")')" })
 `$env:MSB_TEST_MODULE = '$moduleDir/Microsandbox.psd1'
+`$env:MSB_HOME = '$testHome'
 Invoke-Pester -Configuration `$config
 "@
 

@@ -8,6 +8,7 @@ namespace Microsandbox.Agent;
 /// <summary>Serves the host over the agent port: handshake, exec sessions, signals, shutdown.</summary>
 internal sealed class AgentServer : IDisposable
 {
+    private const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     private static readonly string[] Capabilities = ["exec", "stdin", "signal", "shutdown"];
     private readonly Stream _input;
     private readonly FrameWriter _writer;
@@ -124,7 +125,9 @@ internal sealed class AgentServer : IDisposable
             return;
         }
 
-        var info = new ProcessStartInfo(request.Argv[0])
+        // .NET searches the agent's own PATH, and PID 1 has none: resolve against the command's.
+        string path = request.Environment.TryGetValue("PATH", out string? p) ? p : DefaultPath;
+        var info = new ProcessStartInfo(ResolveProgram(request.Argv[0], path))
         {
             WorkingDirectory = cwd,
             RedirectStandardInput = true,
@@ -138,7 +141,7 @@ internal sealed class AgentServer : IDisposable
         }
 
         info.Environment.Clear();
-        info.Environment["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        info.Environment["PATH"] = DefaultPath;
         info.Environment["HOME"] = "/root";
         info.Environment["TERM"] = "xterm";
         foreach (var (key, value) in request.Environment)
@@ -176,6 +179,25 @@ internal sealed class AgentServer : IDisposable
             _sessions.TryRemove(id, out _);
             session.Dispose();
         });
+    }
+
+    private static string ResolveProgram(string program, string path)
+    {
+        if (program.Contains('/', StringComparison.Ordinal))
+        {
+            return program;
+        }
+
+        foreach (string dir in path.Split(':', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string candidate = Path.Join(dir, program);
+            if (File.Exists(candidate))
+            {
+                return candidate;
+            }
+        }
+
+        return program;
     }
 
     private Task FailAsync(uint id, string code, string message) =>

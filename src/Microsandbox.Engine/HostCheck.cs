@@ -90,7 +90,8 @@ public sealed class HostCheck
         }
         else
         {
-            checks.Add(new("Accelerator", HostCheckStatus.Fail, "Not probed: QEMU or the guest assets are missing.",
+            checks.Add(new("Accelerator", HostCheckStatus.Fail,
+                "Not probed: it needs QEMU, the guest assets and a usable home, and one of them failed.",
                 "Fix the failures above first."));
         }
 

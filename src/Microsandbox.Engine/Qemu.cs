@@ -41,11 +41,24 @@ public sealed partial class Qemu
         }
 
         var info = new ProcessStartInfo(path, "--version") { RedirectStandardOutput = true, UseShellExecute = false };
-        using var process = Process.Start(info);
-        string output = process?.StandardOutput.ReadToEnd() ?? "";
-        process?.WaitForExit();
-        Match match = VersionPattern().Match(output);
-        return new Qemu(path, match.Success ? match.Groups[1].Value : "unknown");
+        try
+        {
+            using var process = Process.Start(info)!;
+            Task<string> output = process.StandardOutput.ReadToEndAsync();
+            if (!process.WaitForExit(10_000))
+            {
+                process.Kill();
+                return null;
+            }
+
+            Match match = VersionPattern().Match(output.GetAwaiter().GetResult());
+            return new Qemu(path, match.Success ? match.Groups[1].Value : "unknown");
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            // Present but not executable: as good as absent, and the hint says what to do.
+            return null;
+        }
     }
 
     /// <summary>Finds QEMU or throws <c>QemuNotFound</c> with the install hint.</summary>

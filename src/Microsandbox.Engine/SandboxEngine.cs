@@ -48,6 +48,12 @@ public sealed class SandboxEngine
         SandboxRules.ValidateName(options.Name);
         SandboxRules.ValidateLabels(options.Labels);
         SandboxRules.ValidateResources(options.Cpus, options.MemoryMB);
+        if (options.BootTimeout is { } boot && boot <= TimeSpan.Zero)
+        {
+            throw new SandboxException("InvalidBootTimeout", SandboxErrorKind.InvalidArgument,
+                $"The boot timeout must be positive; {boot.TotalSeconds} s was asked for.", boot);
+        }
+
         string image = string.IsNullOrEmpty(options.Image) ? SandboxOptions.DefaultImage : options.Image;
         if (image != SandboxOptions.DefaultImage)
         {
@@ -113,6 +119,15 @@ public sealed class SandboxEngine
             return current;
         }
 
+        if (current.State == SandboxState.Stopping)
+        {
+            throw new SandboxException("SandboxStopping", SandboxErrorKind.InvalidOperation,
+                $"The sandbox '{name}' is still stopping; start it once it has stopped.", name);
+        }
+
+        // Host prerequisites first: a missing QEMU says nothing about the sandbox itself.
+        Assets.EnsurePresent();
+        Qemu.Require();
         try
         {
             return await BootAsync(record, progress, cancellationToken).ConfigureAwait(false);
@@ -121,6 +136,7 @@ public sealed class SandboxEngine
         {
             record.State = SandboxState.Crashed;
             record.Reason = ex.Message;
+            record.RuntimePid = null;
             _store.UpdateState(record);
             throw;
         }
@@ -231,7 +247,7 @@ public sealed class SandboxEngine
             Accelerator = accel.Name,
         };
         File.Delete(spec.ConsoleLogPath);
-        string specPath = Path.Join(dir, "runtime.json");
+        string specPath = SpecFile(record);
         RuntimeSpecFile.Save(spec, specPath);
 
         progress?.Report(new(SandboxMessageLevel.Verbose,
@@ -305,6 +321,24 @@ public sealed class SandboxEngine
                 $"The sandbox runtime did not report the guest ready within {bootTimeout.TotalSeconds:0} s.",
                 record.Name);
         }
+        catch (SandboxException ex) when (ex.ErrorId is "RuntimeUnreachable" or "RuntimeProtocolError")
+        {
+            // A runtime that failed the boot may exit before it could tell this client why; its
+            // status file still says.
+            await runtime.WaitForExitAsync(cancellationToken).WaitAsync(TimeSpan.FromSeconds(10), cancellationToken)
+                .ConfigureAwait(false);
+            if (RuntimeStatus.Load(StatusFile(record)) is { ErrorCode: { } code } status)
+            {
+                throw new SandboxException(code,
+                    code == "GuestNotReady" ? SandboxErrorKind.Timeout : SandboxErrorKind.DeviceError,
+                    status.Reason ?? ex.Message, record.Name, ex)
+                {
+                    Detail = status.ConsoleTail,
+                };
+            }
+
+            throw;
+        }
     }
 
     private async Task StopRecordAsync(
@@ -331,13 +365,13 @@ public sealed class SandboxEngine
             // The runtime kills the VM itself when the timeout passes; the extra grace covers
             // the runtime's own exit.
             var clock = Stopwatch.StartNew();
-            while (RuntimeAlive(pid) && clock.Elapsed < timeout + StopGrace)
+            while (RuntimeAlive(pid, record) && clock.Elapsed < timeout + StopGrace)
             {
                 await Task.Delay(50, cancellationToken).ConfigureAwait(false);
             }
         }
 
-        if (RuntimeAlive(pid))
+        if (RuntimeAlive(pid, record))
         {
             // Killing the runtime kills its VMM through the parent-death signal.
             try
@@ -350,7 +384,7 @@ public sealed class SandboxEngine
                 // Already gone.
             }
 
-            while (RuntimeAlive(pid))
+            while (RuntimeAlive(pid, record))
             {
                 await Task.Delay(20, cancellationToken).ConfigureAwait(false);
             }
@@ -372,7 +406,7 @@ public sealed class SandboxEngine
         if (IsLive(record.State))
         {
             RuntimeStatus? status = RuntimeStatus.Load(StatusFile(record));
-            if (record.RuntimePid is int pid && RuntimeAlive(pid))
+            if (record.RuntimePid is int pid && RuntimeAlive(pid, record))
             {
                 if (status is not null && Enum.TryParse(status.State, out SandboxState live) && IsLive(live)
                     && live != record.State)
@@ -432,18 +466,25 @@ public sealed class SandboxEngine
 
     private static string StatusFile(SandboxRecord record) => Path.Join(record.Directory, "status.json");
 
-    /// <summary>Whether <paramref name="pid"/> is still a sandbox runtime (and not a reused pid).</summary>
-    private static bool RuntimeAlive(int pid)
+    private static string SpecFile(SandboxRecord record) => Path.Join(record.Directory, "runtime.json");
+
+    /// <summary>
+    /// Whether <paramref name="pid"/> is still this sandbox's runtime: a live process whose
+    /// program is msb-runtime and whose argument is this sandbox's spec, so a reused pid is never
+    /// mistaken for it (and never killed).
+    /// </summary>
+    private static bool RuntimeAlive(int pid, SandboxRecord record)
     {
         try
         {
-            string cmdline = File.ReadAllText($"/proc/{pid}/cmdline");
+            string[] argv = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0');
             string stat = File.ReadAllText($"/proc/{pid}/stat");
 
             // A zombie has exited; only its parent's wait is missing.
             int close = stat.LastIndexOf(')');
             bool zombie = close > 0 && close + 2 < stat.Length && stat[close + 2] == 'Z';
-            return !zombie && cmdline.Contains("msb-runtime", StringComparison.Ordinal);
+            return !zombie && argv.Length >= 2 && Path.GetFileName(argv[0]) == "msb-runtime"
+                && argv[1] == SpecFile(record);
         }
         catch (IOException)
         {

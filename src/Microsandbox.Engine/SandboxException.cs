@@ -26,6 +26,9 @@ public enum SandboxErrorKind
 
     /// <summary>A file or the state store could not be read or written.</summary>
     ResourceUnavailable,
+
+    /// <summary>An operation ran but its outcome is a failure (a command's non-zero exit).</summary>
+    InvalidResult,
 }
 
 /// <summary>

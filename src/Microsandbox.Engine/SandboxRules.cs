@@ -40,10 +40,10 @@ public static class SandboxRules
         ArgumentNullException.ThrowIfNull(labels);
         foreach (var (key, _) in labels)
         {
-            if (string.IsNullOrWhiteSpace(key))
+            if (string.IsNullOrWhiteSpace(key) || key != key.Trim())
             {
                 throw new SandboxException("InvalidLabelKey", SandboxErrorKind.InvalidArgument,
-                    "A label key cannot be empty.", key);
+                    "A label key cannot be empty or begin or end with white space.", key);
             }
 
             string? prefix = ReservedLabelPrefixes.FirstOrDefault(p => key.StartsWith(p, StringComparison.Ordinal));
@@ -78,12 +78,13 @@ public static class SandboxRules
     public static LabelSelector ParseSelector(string term)
     {
         ArgumentNullException.ThrowIfNull(term);
+        // Split at the first '=' as labels are parsed, so any label that can be set can be selected.
         int eq = term.IndexOf('=', StringComparison.Ordinal);
-        string key = (eq < 0 ? term : term[..eq]).Trim();
-        if (key.Length == 0 || term.Count(c => c == '=') > 1)
+        string key = eq < 0 ? term : term[..eq];
+        if (key.Trim().Length == 0 || key != key.Trim())
         {
             throw new SandboxException("InvalidLabelSelector", SandboxErrorKind.InvalidArgument,
-                $"'{term}' is not a label selector; use key=value or key.", term);
+                $"'{term}' is not a label selector; use key=value or key, with no spaces around the key.", term);
         }
 
         return new LabelSelector(key, eq < 0 ? null : term[(eq + 1)..]);

@@ -51,6 +51,9 @@ internal sealed class StateStore
                 PRIMARY KEY (sandbox_id, key));
             CREATE INDEX IF NOT EXISTS labels_by_key ON labels(key, value);
             """);
+
+        // Check and insert as one writer, so two processes opening a new home record one version.
+        using var transaction = connection.BeginTransaction(deferred: false);
         using var version = connection.CreateCommand();
         version.CommandText = "SELECT version FROM schema_version";
         object? found = version.ExecuteScalar();
@@ -64,6 +67,8 @@ internal sealed class StateStore
                 $"The state database was written by a newer Microsandbox (schema {found}); update the module.",
                 home.DatabasePath);
         }
+
+        transaction.Commit();
     }
 
     /// <summary>Inserts a new sandbox; false when the name is taken.</summary>

@@ -131,10 +131,8 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
         }
         else if (code != 0)
         {
-            WriteError(new ErrorRecord(
-                new SandboxException("SandboxCommandFailed", SandboxErrorKind.DeviceError,
-                    $"The command '{display}' exited with code {code} in sandbox '{Name}'.", Name),
-                "SandboxCommandFailed", ErrorCategory.NotSpecified, Name));
+            WriteSandboxError(new SandboxException("SandboxCommandFailed", SandboxErrorKind.InvalidResult,
+                $"The command '{display}' exited with code {code} in sandbox '{Name}'.", Name));
         }
     }
 
@@ -144,14 +142,15 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
     /// </summary>
     private IEnumerable<ExecEvent> Stream(SandboxCommand command)
     {
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(Cancellation);
         using var events = new BlockingCollection<ExecEvent>(boundedCapacity: 256);
         Task pump = Task.Run(async () =>
         {
             try
             {
-                await foreach (ExecEvent e in Engine.ExecAsync(Name, command, Cancellation).ConfigureAwait(false))
+                await foreach (ExecEvent e in Engine.ExecAsync(Name, command, stop.Token).ConfigureAwait(false))
                 {
-                    events.Add(e, Cancellation);
+                    events.Add(e, stop.Token);
                 }
             }
             finally
@@ -159,18 +158,30 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
                 events.CompleteAdding();
             }
         });
-        foreach (ExecEvent e in events.GetConsumingEnumerable())
-        {
-            yield return e;
-        }
-
         try
         {
-            pump.GetAwaiter().GetResult();
+            foreach (ExecEvent e in events.GetConsumingEnumerable())
+            {
+                yield return e;
+            }
         }
-        catch (OperationCanceledException)
+        finally
         {
-            // Ctrl+C: the process in the guest was killed; PowerShell reports the stop itself.
+            // Leaving early (Ctrl+C, or -ErrorAction Stop on a stderr line) kills the guest
+            // process: cancelling the engine's read sends it SIGKILL.
+            if (!pump.IsCompleted)
+            {
+                stop.Cancel();
+            }
+
+            try
+            {
+                pump.GetAwaiter().GetResult();
+            }
+            catch (OperationCanceledException)
+            {
+                // Cancelled above or by Ctrl+C; PowerShell reports the stop itself.
+            }
         }
     }
 

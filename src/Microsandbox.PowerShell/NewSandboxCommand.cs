@@ -80,12 +80,12 @@ public sealed class NewSandboxCommand : SandboxCmdlet
     /// </summary>
     [Parameter]
     [ValidateRange(1, int.MaxValue)]
-    public int BootTimeoutSec { get; set; }
+    public int BootTimeout { get; set; }
 
     /// <inheritdoc/>
     protected override void ProcessRecord()
     {
-        if (!ShouldProcess(Name, "Create sandbox"))
+        if (!ShouldProcess(Name, Replace ? "Create sandbox, replacing any sandbox of that name" : "Create sandbox"))
         {
             return;
         }
@@ -100,7 +100,7 @@ public sealed class NewSandboxCommand : SandboxCmdlet
             Shell = Shell,
             Replace = Replace,
             ReplaceTimeout = TimeSpan.FromSeconds(ReplaceTimeout),
-            BootTimeout = BootTimeoutSec > 0 ? TimeSpan.FromSeconds(BootTimeoutSec) : null,
+            BootTimeout = BootTimeout > 0 ? TimeSpan.FromSeconds(BootTimeout) : null,
         };
         foreach (var (key, value) in ToDictionary(Environment))
         {

@@ -81,9 +81,13 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
     {
         ArgumentNullException.ThrowIfNull(exception);
         var record = new ErrorRecord(exception, exception.ErrorId, Category(exception.Kind), exception.Target);
-        string message = exception.Detail is { Length: > 0 } detail
-            ? $"{exception.Message}{Environment.NewLine}Guest console (last lines):{Environment.NewLine}{detail}"
-            : exception.Message;
+        string message = exception.Detail switch
+        {
+            null => exception.Message,
+            "" => $"{exception.Message}{Environment.NewLine}Guest console: empty (the kernel printed nothing yet).",
+            string detail => $"{exception.Message}{Environment.NewLine}Guest console (last lines):" +
+                $"{Environment.NewLine}{detail}",
+        };
         record.ErrorDetails = new ErrorDetails(message) { RecommendedAction = exception.Hint };
         return record;
     }
@@ -112,7 +116,8 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
     }
 
     /// <summary>
-    /// Sandboxes for names that may hold wildcards. A plain name that matches nothing is a
+    /// Sandboxes for names that may hold wildcards, matched case-sensitively as the names are
+    /// stored (like Linux file names). A plain name that matches nothing is a
     /// non-terminating <c>SandboxNotFound</c>, as <c>Get-Process -Name</c> does.
     /// </summary>
     protected IEnumerable<Sandbox> ResolveNames(IEnumerable<string> names, IReadOnlyList<Sandbox>? all = null)
@@ -123,7 +128,7 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
         {
             if (WildcardPattern.ContainsWildcardCharacters(name))
             {
-                var pattern = new WildcardPattern(name, WildcardOptions.IgnoreCase);
+                var pattern = new WildcardPattern(name, WildcardOptions.None);
                 foreach (Sandbox match in all.Where(s => pattern.IsMatch(s.Name)))
                 {
                     yield return match;
@@ -173,6 +178,7 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
         SandboxErrorKind.NotInstalled => ErrorCategory.NotInstalled,
         SandboxErrorKind.Timeout => ErrorCategory.OperationTimeout,
         SandboxErrorKind.ResourceUnavailable => ErrorCategory.ResourceUnavailable,
+        SandboxErrorKind.InvalidResult => ErrorCategory.InvalidResult,
         _ => ErrorCategory.DeviceError,
     };
 

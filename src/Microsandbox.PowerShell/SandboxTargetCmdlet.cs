@@ -42,16 +42,25 @@ public abstract class SandboxTargetCmdlet : SandboxCmdlet
     public string[] Label { get; set; } = [];
 
     /// <summary>The sandboxes this invocation names, once each.</summary>
-    protected IEnumerable<Sandbox> Targets()
+    protected IReadOnlyList<Sandbox> Targets()
     {
-        IEnumerable<Sandbox> found = ParameterSetName switch
+        try
         {
-            ByInputObject => InputObject,
-            ByLabel => ResolveLabels(Label),
-            _ => ResolveNames(Name),
-        };
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        return found.Where(s => seen.Add(s.Name));
+            IEnumerable<Sandbox> found = ParameterSetName switch
+            {
+                ByInputObject => InputObject,
+                ByLabel => ResolveLabels(Label),
+                _ => ResolveNames(Name),
+            };
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            return found.Where(s => seen.Add(s.Name)).ToList();
+        }
+        catch (SandboxException ex)
+        {
+            // Nothing can be resolved when the state store itself fails.
+            ThrowSandboxError(ex);
+            throw;
+        }
     }
 
     /// <summary>Runs <paramref name="action"/> for one sandbox, turning an engine failure into a non-terminating error.</summary>
