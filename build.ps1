@@ -144,13 +144,18 @@ function Get-PesterModule {
 }
 
 function Invoke-Test {
-    Invoke-Native dotnet @('test', "$root/tests/Microsandbox.Tests", '-c', $Configuration, '--nologo',
-        '--logger', 'console;verbosity=normal')
+    $trx = Join-Path $out 'xunit-results.trx'
+    Remove-Item $trx -ErrorAction Ignore
+    & dotnet test "$root/tests/Microsandbox.Tests" -c $Configuration --nologo `
+        --logger 'console;verbosity=normal' --logger "trx;LogFileName=$trx"
+    $xunitExit = $LASTEXITCODE
+    $xunit = if (Test-Path $trx) { ([xml](Get-Content $trx -Raw)).TestRun.ResultSummary.Counters }
 
-    $pester = Get-PesterModule
+    $pesterManifest = Get-PesterModule
     $pwsh = (Get-Process -Id $PID).Path
     # Under the .NET tool this process is dotnet running pwsh.dll; a fresh pwsh runs that same file.
     $pwshArgs = @(if ($pwsh -match 'dotnet(\.exe)?$') { "$PSHOME/pwsh.dll" })
+
     # A home of the tests' own, so a developer's sandboxes are never touched; the accelerator
     # probe's answer is carried over so each run does not probe again.
     $testHome = Join-Path $out 'test-home'
@@ -163,26 +168,43 @@ function Invoke-Test {
         finally { Remove-Item Env:MSB_HOME }
         Remove-Item $testHome -Recurse -Force
     }
-    if ($kept) { New-Item -ItemType Directory -Force (Split-Path $probe) | Out-Null; Set-Content $probe $kept -NoNewline }
+    if ($kept) {
+        New-Item -ItemType Directory -Force (Split-Path $probe) | Out-Null
+        Set-Content $probe $kept -NoNewline
+    }
 
     # A fresh process, so the tests see the built module exactly as a user who imports it would.
+    $counts = Join-Path $out 'pester-counts.json'
+    Remove-Item $counts -ErrorAction Ignore
     $script = @"
 `$ErrorActionPreference = 'Stop'
-Import-Module '$pester' -Force
+Import-Module '$pesterManifest' -Force
 `$config = New-PesterConfiguration
 `$config.Run.Path = '$root/tests/pester'
-`$config.Run.Exit = `$true
+`$config.Run.PassThru = `$true
 `$config.Output.Verbosity = 'Detailed'
 `$config.TestResult.Enabled = `$true
 `$config.TestResult.OutputPath = '$out/pester-results.xml'
 $(if ($Tag) { "`$config.Filter.Tag = @('$($Tag -join "','")')" })
 `$env:MSB_TEST_MODULE = '$moduleDir/Microsandbox.psd1'
 `$env:MSB_HOME = '$testHome'
-Invoke-Pester -Configuration `$config
+`$r = Invoke-Pester -Configuration `$config
+@{
+    Passed = `$r.PassedCount
+    Failed = `$r.FailedCount + `$r.FailedBlocksCount + `$r.FailedContainersCount
+    Skipped = `$r.SkippedCount + `$r.NotRunCount
+} | ConvertTo-Json | Set-Content '$counts'
 "@
-
     & $pwsh @pwshArgs -NoProfile -NonInteractive -Command $script
-    if ($LASTEXITCODE -ne 0) { throw "Pester reported $LASTEXITCODE failed test(s)." }
+    $pester = if (Test-Path $counts) { Get-Content $counts -Raw | ConvertFrom-Json }
+
+    # One closing line for both runners, in the form CI systems read.
+    $passed = [int]$xunit.passed + [int]$pester.Passed
+    $failed = [int]$xunit.failed + [int]$pester.Failed
+    $skipped = [int]$xunit.notExecuted + [int]$pester.Skipped
+    Write-Host "Tests: $passed passed, $failed failed, $skipped skipped"
+    if ($xunitExit -ne 0 -or -not $xunit) { throw "xUnit failed (exit code $xunitExit)." }
+    if (-not $pester -or $failed -gt 0) { throw 'Pester reported failures; see the output above.' }
 }
 
 function Invoke-Package {
