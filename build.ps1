@@ -62,12 +62,20 @@ function Invoke-Bootstrap {
     $missing = @($needed.Keys | Where-Object { -not (Get-Command $_ -ErrorAction Ignore) } |
         ForEach-Object { $needed[$_] })
     if (-not (Test-Path '/usr/include/zlib.h')) { $missing += 'zlib1g-dev' }
+    $canInstall = (Get-Command apt-get -ErrorAction Ignore) -and ((& id -u) -eq '0')
+    # The Guest task downloads the kernel package by the version apt's lists name; lists from an
+    # old machine image point at files the mirror no longer has.
+    $lists = @(Get-ChildItem /var/lib/apt/lists -Filter '*_Packages*' -ErrorAction Ignore)
+    $newest = ($lists | Measure-Object LastWriteTime -Maximum).Maximum
+    if ($canInstall -and ($missing.Count -gt 0 -or $lists.Count -eq 0 -or $newest -lt (Get-Date).AddDays(-1))) {
+        Invoke-Native apt-get @('update', '-qq')
+    }
+
     if ($missing.Count -eq 0) {
         Write-Host 'Bootstrap: host tools present.'
         return
     }
 
-    $canInstall = (Get-Command apt-get -ErrorAction Ignore) -and ((& id -u) -eq '0')
     if (-not $canInstall) {
         throw "Missing host packages: $($missing -join ', '). Install them (Debian/Ubuntu: " +
             "sudo apt-get install $($missing -join ' ')) and run the build again."
@@ -75,7 +83,6 @@ function Invoke-Bootstrap {
 
     Write-Host "Bootstrap: installing $($missing -join ', ')"
     $env:DEBIAN_FRONTEND = 'noninteractive'
-    Invoke-Native apt-get @('update', '-qq')
     Invoke-Native apt-get (@('install', '-y', '-qq', '--no-install-recommends') + $missing)
 }
 
