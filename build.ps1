@@ -55,6 +55,7 @@ function Invoke-Bootstrap {
         'qemu-system-x86_64' = 'qemu-system-x86'
         'qemu-img'           = 'qemu-utils'
         'cpio'               = 'cpio'
+        'xz'                 = 'xz-utils'
         'dpkg-deb'           = 'dpkg'
         'clang'              = 'clang'
         'setpriv'            = 'util-linux'
@@ -153,7 +154,9 @@ function Get-PesterModule {
 function Invoke-Test {
     $trx = Join-Path $out 'xunit-results.trx'
     Remove-Item $trx -ErrorAction Ignore
-    & dotnet test "$root/tests/Microsandbox.Tests" -c $Configuration --nologo `
+    # Off Linux only what needs no VM runs: the protocol tests, and Pester without VM tags.
+    $filter = @(if (-not $IsLinux) { '--filter', 'FullyQualifiedName~Microsandbox.Tests.Protocol' })
+    & dotnet test "$root/tests/Microsandbox.Tests" -c $Configuration --nologo @filter `
         --logger 'console;verbosity=normal' --logger "trx;LogFileName=$trx"
     $xunitExit = $LASTEXITCODE
     $xunit = if (Test-Path $trx) { ([xml](Get-Content $trx -Raw)).TestRun.ResultSummary.Counters }
@@ -193,6 +196,7 @@ Import-Module '$pesterManifest' -Force
 `$config.TestResult.Enabled = `$true
 `$config.TestResult.OutputPath = '$out/pester-results.xml'
 $(if ($Tag) { "`$config.Filter.Tag = @('$($Tag -join "','")')" })
+$(if (-not $IsLinux) { "`$config.Filter.ExcludeTag = @('VM', 'Linux')" })
 `$env:MSB_TEST_MODULE = '$moduleDir/Microsandbox.psd1'
 `$env:MSB_HOME = '$testHome'
 `$r = Invoke-Pester -Configuration `$config
@@ -233,7 +237,10 @@ function Invoke-Package {
 
 $order = 'Clean', 'Bootstrap', 'Build', 'Guest', 'Test', 'Package'
 $wanted = [System.Collections.Generic.HashSet[string]]::new([string[]]$Task)
-if ($wanted.Contains('Test')) { 'Bootstrap', 'Build', 'Guest' | ForEach-Object { $null = $wanted.Add($_) } }
+if ($wanted.Contains('Test')) {
+    $needs = if ($IsLinux) { 'Bootstrap', 'Build', 'Guest' } else { 'Bootstrap', 'Build' }
+    $needs | ForEach-Object { $null = $wanted.Add($_) }
+}
 if ($wanted.Contains('Guest') -or $wanted.Contains('Package')) { $null = $wanted.Add('Build') }
 foreach ($step in $order) {
     if (-not $wanted.Contains($step)) { continue }

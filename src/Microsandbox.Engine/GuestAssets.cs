@@ -15,8 +15,12 @@ public sealed class GuestAssets
     /// <summary>The folder holding <c>vmlinuz</c> and <c>initramfs.img</c>.</summary>
     public string Directory { get; }
 
-    /// <summary>The guest kernel.</summary>
-    public string KernelPath => Path.Join(Directory, "vmlinuz");
+    /// <summary>
+    /// The guest kernel: the uncompressed ELF where the build made one (QEMU boots it directly,
+    /// sparing an emulated guest seconds of self-decompression), else the distribution's bzImage.
+    /// </summary>
+    public string KernelPath =>
+        File.Exists(Path.Join(Directory, "vmlinux")) ? Path.Join(Directory, "vmlinux") : Path.Join(Directory, "vmlinuz");
 
     /// <summary>The initramfs: agent, kernel modules and the default image.</summary>
     public string InitramfsPath => Path.Join(Directory, "initramfs.img");

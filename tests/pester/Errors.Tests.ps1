@@ -39,7 +39,7 @@ Describe 'New-Sandbox rejects bad input' -Tag Errors {
         Get-Sandbox | Where-Object Name -EQ $Params.Name | Should -BeNullOrEmpty
     }
 
-    It 'names the QEMU package to install when QEMU is missing' {
+    It 'names the QEMU package to install when QEMU is missing' -Tag Linux {
         $saved = $env:MSB_QEMU
         try {
             $env:MSB_QEMU = '/nonexistent/qemu-system-x86_64'
