@@ -25,8 +25,9 @@ New-Item -ItemType Directory -Force $env:MSB_HOME | Out-Null
 Get-Sandbox | Remove-Sandbox -Force
 
 function Get-Percentile([double[]] $Values, [double] $P) {
-    $sorted = $Values | Sort-Object
-    $sorted[[Math]::Min($sorted.Count - 1, [int][Math]::Floor($P * $sorted.Count))]
+    $sorted = [double[]]($Values | Sort-Object)
+    $index = [Math]::Min($sorted.Length - 1, [int][Math]::Floor($P * $sorted.Length))
+    $sorted[$index]
 }
 
 $assets = [Microsandbox.Engine.GuestAssets]::Locate()
@@ -48,9 +49,9 @@ $bare = foreach ($i in 1..$Iterations) {
     }
     $arguments = [Microsandbox.Engine.Qemu]::MicroVmArguments($config)
     $clock = [Diagnostics.Stopwatch]::StartNew()
-    $p = Start-Process -FilePath $qemu.Path -ArgumentList $arguments -PassThru -Wait
+    & $qemu.Path @arguments
     $clock.Elapsed.TotalMilliseconds
-    if ($p.ExitCode -ne 0) { Write-Warning "bare QEMU exited with $($p.ExitCode)" }
+    if ($LASTEXITCODE -ne 0) { Write-Warning "bare QEMU exited with $LASTEXITCODE" }
     Remove-Item $dir -Recurse -Force
 }
 
@@ -62,7 +63,7 @@ $sandbox = foreach ($i in 1..$Iterations) {
 }
 
 $null = New-Sandbox -Name bench-exec -WarningAction SilentlyContinue
-$execs = foreach ($i in 1..$Execs) {
+$execTimes = foreach ($i in 1..$Execs) {
     $clock = [Diagnostics.Stopwatch]::StartNew()
     Invoke-SandboxCommand -Name bench-exec -FilePath /bin/true
     $clock.Elapsed.TotalMilliseconds
@@ -75,5 +76,5 @@ $sandboxMedian = Get-Percentile $sandbox 0.5
 [pscustomobject]@{ Measure = "Bare QEMU boot to init, median of $Iterations"; Value = '{0:0} ms' -f $bareMedian }
 [pscustomobject]@{ Measure = "New-Sandbox boot to ready, median of $Iterations"; Value = '{0:0} ms' -f $sandboxMedian }
 [pscustomobject]@{ Measure = 'New-Sandbox / bare boot'; Value = '{0:0.00}x' -f ($sandboxMedian / $bareMedian) }
-[pscustomobject]@{ Measure = "Exec round trip of true, p50 ($Execs runs)"; Value = '{0:0.0} ms' -f (Get-Percentile $execs 0.5) }
-[pscustomobject]@{ Measure = "Exec round trip of true, p95 ($Execs runs)"; Value = '{0:0.0} ms' -f (Get-Percentile $execs 0.95) }
+[pscustomobject]@{ Measure = "Exec round trip of true, p50 ($Execs runs)"; Value = '{0:0.0} ms' -f (Get-Percentile $execTimes 0.5) }
+[pscustomobject]@{ Measure = "Exec round trip of true, p95 ($Execs runs)"; Value = '{0:0.0} ms' -f (Get-Percentile $execTimes 0.95) }
