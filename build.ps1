@@ -242,6 +242,8 @@ if ($wanted.Contains('Test')) {
     $needs | ForEach-Object { $null = $wanted.Add($_) }
 }
 if ($wanted.Contains('Guest') -or $wanted.Contains('Package')) { $null = $wanted.Add('Build') }
+# A package without the guest assets could not boot anything.
+if ($wanted.Contains('Package') -and $IsLinux) { $null = $wanted.Add('Guest') }
 foreach ($step in $order) {
     if (-not $wanted.Contains($step)) { continue }
     $clock = [Diagnostics.Stopwatch]::StartNew()

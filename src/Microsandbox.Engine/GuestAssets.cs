@@ -68,5 +68,15 @@ public sealed class GuestAssets
                 Hint = "Reinstall the module, or build it with './build.ps1 Build'.",
             };
         }
+
+        // A module installed from a .nupkg is unpacked from a zip, which keeps no execute bits.
+        if (!OperatingSystem.IsWindows())
+        {
+            UnixFileMode mode = File.GetUnixFileMode(RuntimePath);
+            if (!mode.HasFlag(UnixFileMode.UserExecute))
+            {
+                File.SetUnixFileMode(RuntimePath, mode | UnixFileMode.UserExecute);
+            }
+        }
     }
 }

@@ -191,10 +191,28 @@ Get-Sandbox -Name multi | Remove-Sandbox -Force
         $r.Errors[0].TargetObject | Should -Be 'demo'
         (Get-Sandbox -Name demo).Id | Should -Be $old.Id
 
-        $new = New-Sandbox -Name demo -Replace -ReplaceTimeout 0 -WarningAction SilentlyContinue -ErrorAction Stop
+        $new = New-Sandbox -Name demo -Replace -ReplaceTimeout 0 -Shell /bin/ash -WarningAction SilentlyContinue `
+            -ErrorAction Stop
         $new.Id | Should -Not -Be $old.Id
         $new.State | Should -Be 'Running'
+        $new.Shell | Should -Be '/bin/ash'
         Test-ProcessRunning $old.RuntimePid | Should -BeFalse
+        # Command strings run under the sandbox's shell, which names itself in $0.
+        Invoke-SandboxCommand -Name demo -Command 'echo $0' | Should -Be '/bin/ash'
+    }
+
+    It 'takes the VM down with a killed runtime and shows the sandbox Crashed' {
+        $s = Get-Sandbox -Name demo
+        $vmm = (Get-Content (Join-Path $s.Directory 'status.json') -Raw | ConvertFrom-Json).vmmPid
+        Test-ProcessRunning $vmm | Should -BeTrue
+        Stop-Process -Id $s.RuntimePid -Force
+        $deadline = [DateTime]::UtcNow.AddSeconds(10)
+        while ((Test-ProcessRunning $vmm) -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 100 }
+        Test-ProcessRunning $vmm | Should -BeFalse
+        $crashed = Get-Sandbox -Name demo
+        $crashed.State | Should -Be 'Crashed'
+        $crashed.Reason | Should -Not -BeNullOrEmpty
+        $crashed.RuntimePid | Should -BeNullOrEmpty
     }
 
     It 'leaves no QEMU behind once every sandbox is removed' {
