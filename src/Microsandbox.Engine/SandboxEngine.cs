@@ -64,7 +64,7 @@ public sealed class SandboxEngine
         }
 
         Assets.EnsurePresent();
-        Qemu.Require();
+        Qemu qemu = Qemu.Require();
         if (options.Replace && _store.Find(options.Name) is { } existing)
         {
             progress?.Report(new(SandboxMessageLevel.Verbose, $"Replacing sandbox '{options.Name}'."));
@@ -73,9 +73,10 @@ public sealed class SandboxEngine
             Delete(existing);
         }
 
+        string id = Guid.NewGuid().ToString("N")[..16];
         var record = new SandboxRecord
         {
-            Id = Guid.NewGuid().ToString("N")[..16],
+            Id = id,
             Name = options.Name,
             Image = image,
             Cpus = options.Cpus,
@@ -86,10 +87,9 @@ public sealed class SandboxEngine
             Labels = new Dictionary<string, string>(options.Labels, StringComparer.Ordinal),
             CreatedAt = DateTimeOffset.UtcNow,
             BootTimeoutMilliseconds = options.BootTimeout is { } t ? (int)t.TotalMilliseconds : null,
-            Directory = "",
+            Directory = Home.SandboxDirectory(id),
             State = SandboxState.Created,
         };
-        record = Relocate(record);
         if (!_store.TryInsert(record))
         {
             throw new SandboxException("SandboxAlreadyExists", SandboxErrorKind.AlreadyExists,
@@ -99,7 +99,7 @@ public sealed class SandboxEngine
         try
         {
             SandboxHome.CreatePrivateDirectory(record.Directory);
-            return await BootAsync(record, progress, cancellationToken).ConfigureAwait(false);
+            return await BootAsync(record, qemu, progress, cancellationToken).ConfigureAwait(false);
         }
         catch
         {
@@ -127,10 +127,10 @@ public sealed class SandboxEngine
 
         // Host prerequisites first: a missing QEMU says nothing about the sandbox itself.
         Assets.EnsurePresent();
-        Qemu.Require();
+        Qemu qemu = Qemu.Require();
         try
         {
-            return await BootAsync(record, progress, cancellationToken).ConfigureAwait(false);
+            return await BootAsync(record, qemu, progress, cancellationToken).ConfigureAwait(false);
         }
         catch (SandboxException ex)
         {
@@ -207,10 +207,8 @@ public sealed class SandboxEngine
     }
 
     private async Task<Sandbox> BootAsync(
-        SandboxRecord record, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
+        SandboxRecord record, Qemu qemu, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
     {
-        Assets.EnsurePresent();
-        Qemu qemu = Qemu.Require();
         AcceleratorChoice accel = await AcceleratorProbe.ResolveAsync(Home, qemu, Assets, cancellationToken)
             .ConfigureAwait(false);
         progress?.Report(new(accel.IsEmulated ? SandboxMessageLevel.Warning : SandboxMessageLevel.Verbose,
@@ -325,8 +323,16 @@ public sealed class SandboxEngine
         {
             // A runtime that failed the boot may exit before it could tell this client why; its
             // status file still says.
-            await runtime.WaitForExitAsync(cancellationToken).WaitAsync(TimeSpan.FromSeconds(10), cancellationToken)
-                .ConfigureAwait(false);
+            try
+            {
+                await runtime.WaitForExitAsync(cancellationToken)
+                    .WaitAsync(TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                // Still running: the caller kills it; the status file may already hold the cause.
+            }
+
             if (RuntimeStatus.Load(StatusFile(record)) is { ErrorCode: { } code } status)
             {
                 throw new SandboxException(code,
@@ -432,23 +438,6 @@ public sealed class SandboxEngine
     private SandboxRecord FindRecord(string name) =>
         _store.Find(name) ?? throw new SandboxException("SandboxNotFound", SandboxErrorKind.NotFound,
             $"No sandbox named '{name}' exists.", name);
-
-    private SandboxRecord Relocate(SandboxRecord record) => new()
-    {
-        Id = record.Id,
-        Name = record.Name,
-        Image = record.Image,
-        Cpus = record.Cpus,
-        MemoryMB = record.MemoryMB,
-        Shell = record.Shell,
-        WorkingDirectory = record.WorkingDirectory,
-        Environment = record.Environment,
-        Labels = record.Labels,
-        CreatedAt = record.CreatedAt,
-        BootTimeoutMilliseconds = record.BootTimeoutMilliseconds,
-        Directory = Home.SandboxDirectory(record.Id),
-        State = record.State,
-    };
 
     private void Delete(SandboxRecord record)
     {
