@@ -114,6 +114,15 @@ Describe 'The first sandbox, end to end' -Tag VM {
         $LASTEXITCODE | Should -Be 0
     }
 
+    It 'stops the command, and its guest process, when an error stops the pipeline' {
+        $clock = [Diagnostics.Stopwatch]::StartNew()
+        { Invoke-SandboxCommand -Name demo -Command 'echo oops >&2; sleep 30' -ErrorAction Stop } |
+            Should -Throw -ErrorId 'SandboxCommandStderr'
+        $clock.Elapsed.TotalSeconds | Should -BeLessThan 20
+        Start-Sleep -Milliseconds 500
+        Invoke-SandboxCommand -Name demo -Command 'ps | grep -c "[s]leep 30" || true' | Should -Be '0'
+    }
+
     It 'streams output lines as they arrive' {
         $stamps = Invoke-SandboxCommand -Name demo -Command 'echo first; sleep 2; echo second' |
             ForEach-Object { [pscustomobject]@{ Line = $_; At = [DateTime]::UtcNow } }
