@@ -84,8 +84,9 @@ internal static partial class Native
             return 0;
         }
 
-        // siginfo_t: si_signo, si_errno, si_code (3 ints), then si_pid.
-        return BitConverter.ToInt32(info, 12);
+        // siginfo_t on 64-bit Linux: si_signo, si_errno, si_code, padding, then the union whose
+        // first field for SIGCHLD is si_pid, 8-byte aligned at offset 16.
+        return BitConverter.ToInt32(info, 16);
     }
 
     /// <summary>Collects an exited child.</summary>
