@@ -59,6 +59,9 @@ function Invoke-Bootstrap {
         'dpkg-deb'           = 'dpkg'
         'clang'              = 'clang'
         'setpriv'            = 'util-linux'
+        # The image tests pull from a real registry on loopback, one with htpasswd (bcrypt) auth.
+        'docker-registry'    = 'docker-registry'
+        'htpasswd'           = 'apache2-utils'
     }
     $missing = @($needed.Keys | Where-Object { -not (Get-Command $_ -ErrorAction Ignore) } |
         ForEach-Object { $needed[$_] })
