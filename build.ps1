@@ -59,6 +59,8 @@ function Invoke-Bootstrap {
         'dpkg-deb'           = 'dpkg'
         'clang'              = 'clang'
         'setpriv'            = 'util-linux'
+        'mkfs.ext4'          = 'e2fsprogs'
+        'tar'                = 'tar'
         # The image tests pull from a real registry on loopback, one with htpasswd (bcrypt) auth.
         'docker-registry'    = 'docker-registry'
         'htpasswd'           = 'apache2-utils'

@@ -6,7 +6,8 @@
 .DESCRIPTION
     Both boots run in the same invocation on the same host, so their ratio holds across machines
     even where absolute times do not. The bare boot uses the engine's own QEMU command line with
-    busybox `reboot -f` as init, so it measures kernel boot to init and nothing of ours.
+    an init that restarts the VM at once (the agent's msb.exit), so it measures kernel boot to
+    init and nothing else of ours.
     Run after `./build.ps1 Build Guest`. Uses its own MSB_HOME under out/.
 .EXAMPLE
     dotnet pwsh ./bench/boot.ps1 -Iterations 5 -Execs 100
@@ -45,7 +46,7 @@ $bare = foreach ($i in 1..$Iterations) {
         InitramfsPath        = $assets.InitramfsPath
         ConsoleLogPath       = Join-Path $dir 'console.log'
         AgentSocketPath      = Join-Path $dir 'agent.sock'
-        ExtraKernelArguments = [string[]]@('rdinit=/rootfs/sbin/reboot', '--', '-f')
+        ExtraKernelArguments = [string[]]@('msb.exit')
     }
     $arguments = [Microsandbox.Engine.Qemu]::MicroVmArguments($config)
     $clock = [Diagnostics.Stopwatch]::StartNew()

@@ -1,4 +1,5 @@
-# Guest assets: the kernel and initramfs that every Microsandbox microVM boots.
+# Guest assets: the kernel and initramfs that every Microsandbox microVM boots, and rootfs.tar, the
+# built-in default image as a single layer (the engine turns it into an EROFS image like any OCI layer).
 # Dot-sourced by build.ps1; defines Build-GuestAssets and Guest*-prefixed helpers (the prefix keeps them
 # from colliding with other build scripts dot-sourced into the same scope).
 #
@@ -6,7 +7,7 @@
 #   /init                          the guest agent (PID 1), plus its ldd libraries at their own paths
 #   /lib/modules/<kver>/...        kernel modules, decompressed so the agent can finit_module() them
 #   /etc/msb/modules               module paths, one per line, in load order (dependencies first)
-#   /rootfs                        default image root: static busybox with applet symlinks
+#   /rootfs                        empty: where the agent assembles the sandbox root
 #   /dev/console, /dev/null        static nodes, so PID 1 has a console before devtmpfs is mounted
 #   /proc /sys /newroot            mount points for the agent
 
@@ -589,7 +590,7 @@ function Build-GuestAssets {
         agentSha256          = $agentSha
         guestScriptSha256    = $scriptSha
     }
-    $outputs = 'vmlinuz', 'vmlinux', 'initramfs.img'
+    $outputs = 'vmlinuz', 'vmlinux', 'initramfs.img', 'rootfs.tar'
     $manifestPath = [System.IO.Path]::Combine($OutDir, 'guest.json')
 
     if (-not $Force -and (Test-GuestAssetsCurrent -OutDir $OutDir -Files $outputs -Inputs $inputs)) {
@@ -627,7 +628,7 @@ function Build-GuestAssets {
 
         $stage = [System.IO.Path]::Combine($work, 'initramfs')
         New-GuestDirectory -Path $stage
-        foreach ($d in 'dev', 'proc', 'sys', 'newroot', 'etc', 'etc/msb', 'lib', 'lib/modules') {
+        foreach ($d in 'dev', 'proc', 'sys', 'newroot', 'rootfs', 'etc', 'etc/msb', 'lib', 'lib/modules') {
             New-GuestDirectory -Path ([System.IO.Path]::Combine($stage, $d))
         }
 
@@ -658,7 +659,14 @@ function Build-GuestAssets {
         Expand-GuestDeb -Deb $busyboxDeb -Destination $bbroot
         $busybox = [System.IO.Path]::Combine($bbroot, 'bin', 'busybox')
         if (-not [System.IO.File]::Exists($busybox)) { throw "$busyboxDeb contains no bin/busybox." }
-        New-GuestRootfs -Root ([System.IO.Path]::Combine($stage, 'rootfs')) -Busybox $busybox
+        $rootfs = [System.IO.Path]::Combine($work, 'rootfs')
+        New-GuestRootfs -Root $rootfs -Busybox $busybox
+        # One layer tar, root-owned and sorted, so the image built from it is the same on every host.
+        $rootfsTar = [System.IO.Path]::Combine($outTmp, 'rootfs.tar')
+        $null = Invoke-GuestNative tar @('--sort=name', '--numeric-owner', '--owner=0', '--group=0',
+            '--mtime=@0', '--format=posix', '--pax-option=delete=atime,delete=ctime', '-C', $rootfs,
+            '-cf', $rootfsTar, '.')
+        [System.IO.File]::SetUnixFileMode($rootfsTar, 420)
 
         Write-Verbose "Adding agent $AgentPath as /init"
         Copy-GuestFile -Source $AgentPath -Destination ([System.IO.Path]::Combine($stage, 'init')) -Mode 493
@@ -698,6 +706,8 @@ function Build-GuestAssets {
             modules          = @($modulePaths)
             builtinModules   = @($plan.Builtin)
             initramfsSha256  = (Get-GuestFileSha256 -Path $cpioOut)
+            rootfs           = 'rootfs.tar'
+            rootfsSha256     = (Get-GuestFileSha256 -Path $rootfsTar)
         }
         foreach ($key in $inputs.Keys) { $manifest[$key] = $inputs[$key] }
         Write-GuestTextFile -Path ([System.IO.Path]::Combine($outTmp, 'guest.json')) `

@@ -104,10 +104,59 @@ internal static class GuestInit
         }
     }
 
-    /// <summary>Makes the default image the root: kernel filesystems inside it, then chroot.</summary>
+    /// <summary>
+    /// Stacks the sandbox root: the image's read-only EROFS disk under the sandbox's ext4 upper
+    /// disk, joined by overlayfs at <c>/rootfs</c>. The disks are named by their serials.
+    /// </summary>
+    public static void AssembleRoot(IReadOnlyDictionary<string, string> kernelArgs)
+    {
+        if (!kernelArgs.TryGetValue("msb.lower", out string? lowerSerial) ||
+            !kernelArgs.TryGetValue("msb.upper", out string? upperSerial))
+        {
+            return;
+        }
+
+        string lower = FindDisk(lowerSerial, TimeSpan.FromSeconds(30));
+        string upper = FindDisk(upperSerial, TimeSpan.FromSeconds(30));
+        Directory.CreateDirectory("/lower");
+        Directory.CreateDirectory("/upper");
+        Native.Check(Native.Mount(lower, "/lower", "erofs", Native.MsRdonly, null), $"mount {lower} (erofs)");
+        Native.Check(Native.Mount(upper, "/upper", "ext4", 0, null), $"mount {upper} (ext4)");
+        Directory.CreateDirectory("/upper/root");
+        Directory.CreateDirectory("/upper/work");
+        Native.Check(Native.Mount("overlay", DefaultRoot, "overlay", 0,
+            "lowerdir=/lower,upperdir=/upper/root,workdir=/upper/work"), "mount overlay");
+    }
+
+    /// <summary>The block device whose virtio serial is <paramref name="serial"/>.</summary>
+    private static string FindDisk(string serial, TimeSpan deadline)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            foreach (string dir in Directory.Exists("/sys/block") ? Directory.GetDirectories("/sys/block") : [])
+            {
+                string serialFile = Path.Join(dir, "serial");
+                string device = "/dev/" + Path.GetFileName(dir);
+                if (File.Exists(serialFile) && File.ReadAllText(serialFile).Trim() == serial && File.Exists(device))
+                {
+                    return device;
+                }
+            }
+
+            if (clock.Elapsed > deadline)
+            {
+                throw new IOException($"No disk with serial '{serial}' appeared within {deadline.TotalSeconds} s.");
+            }
+
+            Thread.Sleep(20);
+        }
+    }
+
+    /// <summary>Makes the sandbox root the root: kernel filesystems inside it, then chroot.</summary>
     public static void EnterRoot(IReadOnlyDictionary<string, string> kernelArgs)
     {
-        string root = kernelArgs.TryGetValue("msb.root", out string? r) && r.Length > 0 ? r : DefaultRoot;
+        string root = DefaultRoot;
         MountKernelFilesystems(root);
         MountIfMissing("tmpfs", Path.Join(root, "tmp"), "tmpfs", Native.MsNosuid | Native.MsNodev, "mode=1777");
         Native.Check(Native.Chroot(root), $"chroot {root}");

@@ -10,6 +10,12 @@ if (Environment.ProcessId == 1)
 }
 
 var kernelArgs = GuestInit.ReadKernelArgs();
+if (kernelArgs.ContainsKey("msb.exit"))
+{
+    // The boot bench's baseline: kernel to init and straight back out, nothing of ours in between.
+    Native.Check(Native.Reboot(Native.RebootCmdRestart), "reboot");
+}
+
 GuestInit.Log($"started; loading modules at {clock.ElapsedMilliseconds} ms");
 GuestInit.LoadModules(kernelArgs);
 GuestInit.Log($"modules loaded at {clock.ElapsedMilliseconds} ms");
@@ -17,6 +23,7 @@ string port = GuestInit.FindPort("agent", TimeSpan.FromSeconds(30));
 string kernelRelease = File.ReadAllText("/proc/sys/kernel/osrelease").Trim();
 if (Environment.ProcessId == 1)
 {
+    GuestInit.AssembleRoot(kernelArgs);
     GuestInit.EnterRoot(kernelArgs);
 }
 

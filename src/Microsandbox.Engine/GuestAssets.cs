@@ -25,11 +25,15 @@ public sealed class GuestAssets
     /// <summary>The initramfs: agent, kernel modules and the default image.</summary>
     public string InitramfsPath => Path.Join(Directory, "initramfs.img");
 
+    /// <summary>The built-in default image as one layer tar.</summary>
+    public string DefaultImageLayerPath => Path.Join(Directory, "rootfs.tar");
+
     /// <summary>The sandbox runtime executable.</summary>
     public string RuntimePath { get; }
 
-    /// <summary>Whether kernel and initramfs are both present.</summary>
-    public bool GuestPresent => File.Exists(KernelPath) && File.Exists(InitramfsPath);
+    /// <summary>Whether kernel, initramfs and the default image layer are all present.</summary>
+    public bool GuestPresent =>
+        File.Exists(KernelPath) && File.Exists(InitramfsPath) && File.Exists(DefaultImageLayerPath);
 
     /// <summary>Whether the runtime executable is present.</summary>
     public bool RuntimePresent => File.Exists(RuntimePath);

@@ -95,6 +95,17 @@ public sealed partial class Qemu
         }
 
         kernelArgs.AddRange(config.ExtraKernelArguments);
+        var disks = new List<string>();
+        for (int i = 0; i < config.Disks.Count; i++)
+        {
+            // The agent finds each disk by its serial: virtio-mmio probe order names nothing.
+            VirtualDisk disk = config.Disks[i];
+            disks.Add("-drive");
+            disks.Add($"file={disk.Path},if=none,id=disk{i},format=raw" + (disk.ReadOnly ? ",readonly=on" : ",discard=unmap"));
+            disks.Add("-device");
+            disks.Add($"virtio-blk-device,drive=disk{i},serial={disk.Serial}");
+        }
+
         return
         [
             "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on",
@@ -110,6 +121,7 @@ public sealed partial class Qemu
             "-device", "virtio-serial-device",
             "-chardev", $"socket,id=agent,path={config.AgentSocketPath},server=on,wait=off",
             "-device", "virtserialport,chardev=agent,name=agent",
+            .. disks,
         ];
     }
 
@@ -163,4 +175,13 @@ public sealed class MicroVmConfig
 
     /// <summary>More kernel arguments (read by the agent as <c>msb.*</c>).</summary>
     public IReadOnlyList<string> ExtraKernelArguments { get; init; } = [];
+
+    /// <summary>Raw disk images attached as virtio-blk devices.</summary>
+    public IReadOnlyList<VirtualDisk> Disks { get; init; } = [];
 }
+
+/// <summary>A raw disk image attached to a microVM.</summary>
+/// <param name="Path">The image file.</param>
+/// <param name="Serial">The serial the guest sees, by which the agent finds the disk.</param>
+/// <param name="ReadOnly">Whether the guest may only read it.</param>
+public sealed record VirtualDisk(string Path, string Serial, bool ReadOnly);

@@ -222,6 +222,10 @@ public sealed class SandboxEngine
             File.Delete(Path.Join(dir, stale));
         }
 
+        string lower = await RootDisks.DefaultImageAsync(Home, Assets, progress, cancellationToken)
+            .ConfigureAwait(false);
+        string upper = RootDisks.EnsureUpperDisk(dir, record.Name);
+
         var spec = new RuntimeSpec
         {
             SandboxName = record.Name,
@@ -235,7 +239,17 @@ public sealed class SandboxEngine
                 InitramfsPath = Assets.InitramfsPath,
                 ConsoleLogPath = Path.Join(dir, "console.log"),
                 AgentSocketPath = Path.Join(dir, "agent.sock"),
-                ExtraKernelArguments = [$"msb.hostname={HostName(record.Name)}"],
+                ExtraKernelArguments =
+                [
+                    $"msb.hostname={HostName(record.Name)}",
+                    $"msb.lower={RootDisks.LowerSerial}",
+                    $"msb.upper={RootDisks.UpperSerial}",
+                ],
+                Disks =
+                [
+                    new VirtualDisk(lower, RootDisks.LowerSerial, ReadOnly: true),
+                    new VirtualDisk(upper, RootDisks.UpperSerial, ReadOnly: false),
+                ],
             }),
             AgentSocketPath = Path.Join(dir, "agent.sock"),
             ControlSocketPath = ControlSocket(record),

@@ -117,7 +117,7 @@ Describe 'The first sandbox, end to end' -Tag VM {
     It 'stops the command, and its guest process, when an error stops the pipeline' {
         $clock = [Diagnostics.Stopwatch]::StartNew()
         { Invoke-SandboxCommand -Name demo -Command 'echo oops >&2; sleep 30' -ErrorAction Stop } |
-            Should -Throw -ErrorId 'SandboxCommandStderr'
+            Should -Throw -ErrorId 'SandboxCommandStderr,Microsandbox.PowerShell.InvokeSandboxCommandCommand'
         $clock.Elapsed.TotalSeconds | Should -BeLessThan 20
         Start-Sleep -Milliseconds 500
         Invoke-SandboxCommand -Name demo -Command 'ps | grep -c "[s]leep 30" || true' | Should -Be '0'
@@ -173,7 +173,8 @@ Get-Sandbox -Name multi | Remove-Sandbox -Force
         Get-ErrorId $r.Errors[0] | Should -Be 'SandboxNotFound'
     }
 
-    It 'stops gracefully, does nothing on a second stop, and starts again' {
+    It 'stops gracefully, does nothing on a second stop, and starts again with its files' {
+        Invoke-SandboxCommand -Name demo -Command 'echo kept > /root/kept'
         $before = Get-Sandbox -Name demo
         $stopped = Stop-Sandbox -Name demo -PassThru
         $stopped.State | Should -Be 'Stopped'
@@ -190,6 +191,7 @@ Get-Sandbox -Name multi | Remove-Sandbox -Force
         (Get-Sandbox -Name demo | Start-Sandbox -PassThru -WarningAction SilentlyContinue).State |
             Should -Be 'Running'
         Invoke-SandboxCommand -Name demo -Command 'echo back' | Should -Be 'back'
+        Invoke-SandboxCommand -Name demo -Command 'cat /root/kept' | Should -Be 'kept'
     }
 
     It 'refuses a duplicate name and replaces on request' {
@@ -208,6 +210,19 @@ Get-Sandbox -Name multi | Remove-Sandbox -Force
         Test-ProcessRunning $old.RuntimePid | Should -BeFalse
         # Command strings run under the sandbox's shell, which names itself in $0.
         Invoke-SandboxCommand -Name demo -Command 'echo $0' | Should -Be '/bin/ash'
+        # A new sandbox of the same image starts from the image, not from its predecessor's writes.
+        Invoke-SandboxCommand -Name demo -Command 'test -e /root/kept && echo leaked || echo fresh' |
+            Should -Be 'fresh'
+    }
+
+    It 'keeps the root copy-on-write: a shared read-only base and a sparse upper disk of its own' {
+        $s = Get-Sandbox -Name demo
+        Invoke-SandboxCommand -Name demo -Command 'grep " / " /proc/mounts' | Should -Match '^overlay / overlay '
+        Invoke-SandboxCommand -Name demo -Command 'touch /bin/busybox-is-writable && echo ok' | Should -Be 'ok'
+        $upper = Get-Item (Join-Path $s.Directory 'upper.img')
+        $allocated = [long](& du -k --block-size=1 $upper.FullName).Split("`t")[0]
+        $allocated | Should -BeLessThan ($upper.Length / 10)
+        @(Get-ChildItem (Join-Path $env:MSB_HOME 'cache/images') -Filter 'default-*.erofs').Count | Should -Be 1
     }
 
     It 'takes the VM down with a killed runtime and shows the sandbox Crashed' {

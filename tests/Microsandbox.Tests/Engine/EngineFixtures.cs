@@ -109,13 +109,21 @@ internal sealed class TempHome : IDisposable
         return path;
     }
 
-    /// <summary>A guest folder holding (empty) kernel and initramfs files.</summary>
+    /// <summary>
+    /// A guest folder holding (empty) kernel and initramfs files and a real, tiny default image
+    /// layer, since the engine builds the sandbox's EROFS base from it before starting a runtime.
+    /// </summary>
     public string FakeGuestDirectory()
     {
         string dir = Path.Join(Scratch, "guest");
         Directory.CreateDirectory(dir);
         File.WriteAllText(Path.Join(dir, "vmlinuz"), "");
         File.WriteAllText(Path.Join(dir, "initramfs.img"), "");
+        using (var tar = new System.Formats.Tar.TarWriter(File.Create(Path.Join(dir, "rootfs.tar"))))
+        {
+            tar.WriteEntry(new System.Formats.Tar.PaxTarEntry(System.Formats.Tar.TarEntryType.Directory, "etc/"));
+        }
+
         return dir;
     }
 

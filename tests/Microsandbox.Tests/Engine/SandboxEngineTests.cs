@@ -259,7 +259,11 @@ public sealed class SandboxEngineTests : IDisposable
         int accel = spec.VmmArguments.ToList().IndexOf("-accel");
         Assert.Equal("tcg", spec.VmmArguments[accel + 1]);
         int append = spec.VmmArguments.ToList().IndexOf("-append");
-        Assert.EndsWith("msb.hostname=Boot-Me", spec.VmmArguments[append + 1], StringComparison.Ordinal);
+        Assert.Contains(" msb.hostname=Boot-Me ", spec.VmmArguments[append + 1], StringComparison.Ordinal);
+        Assert.EndsWith("msb.lower=msb-lower msb.upper=msb-upper", spec.VmmArguments[append + 1],
+            StringComparison.Ordinal);
+        Assert.Contains(spec.VmmArguments, a => a.StartsWith("virtio-blk-device,drive=disk1,serial=msb-upper",
+            StringComparison.Ordinal));
         Assert.Contains("-smp", spec.VmmArguments);
         Assert.Equal("2", spec.VmmArguments[spec.VmmArguments.ToList().IndexOf("-smp") + 1]);
         Assert.Equal("256", spec.VmmArguments[spec.VmmArguments.ToList().IndexOf("-m") + 1]);

@@ -1,0 +1,109 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using Microsandbox.Engine.Images.Erofs;
+
+namespace Microsandbox.Engine;
+
+/// <summary>
+/// A sandbox's root as two disks: the image's read-only EROFS base, shared by every sandbox of
+/// that image, and the sandbox's own sparse ext4 upper disk. The agent stacks them with overlayfs,
+/// so what one sandbox writes no other sees, and it survives a stop and start.
+/// </summary>
+internal static class RootDisks
+{
+    /// <summary>Serial of the base image disk, as the agent looks it up.</summary>
+    public const string LowerSerial = "msb-lower";
+
+    /// <summary>Serial of the upper disk.</summary>
+    public const string UpperSerial = "msb-upper";
+
+    /// <summary>Apparent size of a new upper disk; sparse, so only what is written takes space.</summary>
+    private const long UpperDiskBytes = 8L << 30;
+
+    /// <summary>
+    /// The EROFS image of the built-in default image, built once per home from the layer the
+    /// module ships and named by that layer's digest. Two processes may build it at once: each
+    /// writes through its own temp file and the same bytes win the rename.
+    /// </summary>
+    public static async Task<string> DefaultImageAsync(
+        SandboxHome home, GuestAssets assets, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
+    {
+        string layer = assets.DefaultImageLayerPath;
+        string digest;
+        await using (FileStream stream = File.OpenRead(layer))
+        {
+            digest = Convert.ToHexString(await SHA256.HashDataAsync(stream, cancellationToken).ConfigureAwait(false))
+                .ToLowerInvariant();
+        }
+
+        string images = Path.Join(home.CacheDirectory, "images");
+        SandboxHome.CreatePrivateDirectory(images);
+        string image = Path.Join(images, $"default-{digest[..16]}.erofs");
+        if (File.Exists(image))
+        {
+            return image;
+        }
+
+        progress?.Report(new(SandboxMessageLevel.Verbose, "Building the default image's EROFS base (once)."));
+        await using FileStream tar = File.OpenRead(layer);
+        await new ErofsImageBuilder().WriteFromLayersAsync([tar], image, null, cancellationToken)
+            .ConfigureAwait(false);
+        return image;
+    }
+
+    /// <summary>Creates the sandbox's upper disk as a sparse ext4 image, unless it exists.</summary>
+    public static string EnsureUpperDisk(string sandboxDirectory, object target)
+    {
+        string path = Path.Join(sandboxDirectory, "upper.img");
+        if (File.Exists(path))
+        {
+            return path;
+        }
+
+        string temp = path + ".tmp";
+        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write))
+        {
+            file.SetLength(UpperDiskBytes);
+        }
+
+        var info = new ProcessStartInfo("mkfs.ext4")
+        {
+            UseShellExecute = false,
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+        };
+        foreach (string arg in new[] { "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1", temp })
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        try
+        {
+            using var mkfs = Process.Start(info)!;
+            string error = mkfs.StandardError.ReadToEnd();
+            mkfs.WaitForExit();
+            if (mkfs.ExitCode != 0)
+            {
+                throw new SandboxException("UpperDiskFailed", SandboxErrorKind.DeviceError,
+                    $"mkfs.ext4 could not format the upper disk: {error.Trim()}", target);
+            }
+        }
+        catch (System.ComponentModel.Win32Exception ex)
+        {
+            File.Delete(temp);
+            throw new SandboxException("Ext4ToolsNotFound", SandboxErrorKind.NotInstalled,
+                "mkfs.ext4 was not found; it formats each sandbox's upper disk.", "mkfs.ext4", ex)
+            {
+                Hint = "Install e2fsprogs: 'sudo apt-get install e2fsprogs'.",
+            };
+        }
+        catch
+        {
+            File.Delete(temp);
+            throw;
+        }
+
+        File.Move(temp, path);
+        return path;
+    }
+}
