@@ -12,6 +12,7 @@ public sealed class SandboxEngine
 {
     private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(10);
     private readonly StateStore _store;
+    private readonly ImageStore _images;
 
     /// <summary>Opens the engine on a home folder.</summary>
     public SandboxEngine(SandboxHome home)
@@ -19,6 +20,7 @@ public sealed class SandboxEngine
         Home = home ?? throw new ArgumentNullException(nameof(home));
         _store = new StateStore(home);
         Assets = GuestAssets.Locate();
+        _images = new ImageStore(home, Assets);
     }
 
     /// <summary>The home folder in use.</summary>
@@ -54,17 +56,40 @@ public sealed class SandboxEngine
                 $"The boot timeout must be positive; {boot.TotalSeconds} s was asked for.", boot);
         }
 
-        string image = string.IsNullOrEmpty(options.Image) ? SandboxOptions.DefaultImage : options.Image;
-        if (image != SandboxOptions.DefaultImage)
-        {
-            // OCI images arrive with the image store; until then only the built-in root exists.
-            throw new SandboxException("ImageNotFound", SandboxErrorKind.NotFound,
-                $"The image '{image}' is not available; only the built-in image '{SandboxOptions.DefaultImage}' is.",
-                image);
-        }
-
+        string imageName = string.IsNullOrEmpty(options.Image) ? SandboxOptions.DefaultImage : options.Image;
         Assets.EnsurePresent();
         Qemu qemu = Qemu.Require();
+
+        // The image comes first: a pull that fails leaves no sandbox record behind.
+        SandboxImage image = await _images.ResolveAsync(imageName, options.PullPolicy, progress, cancellationToken)
+            .ConfigureAwait(false);
+        var environment = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string pair in image.Config?.Env ?? [])
+        {
+            int eq = pair.IndexOf('=', StringComparison.Ordinal);
+            environment[eq < 0 ? pair : pair[..eq]] = eq < 0 ? "" : pair[(eq + 1)..];
+        }
+
+        foreach (var (key, value) in options.Environment)
+        {
+            environment[key] = value;
+        }
+
+        // Image labels come in unless reserved; the user's win on a collision.
+        var labels = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (key, value) in image.Config?.Labels ?? new Dictionary<string, string>())
+        {
+            if (!SandboxRules.ReservedLabelPrefixes.Any(p => key.StartsWith(p, StringComparison.Ordinal)))
+            {
+                labels[key] = value;
+            }
+        }
+
+        foreach (var (key, value) in options.Labels)
+        {
+            labels[key] = value;
+        }
+
         if (options.Replace && _store.Find(options.Name) is { } existing)
         {
             progress?.Report(new(SandboxMessageLevel.Verbose, $"Replacing sandbox '{options.Name}'."));
@@ -78,13 +103,15 @@ public sealed class SandboxEngine
         {
             Id = id,
             Name = options.Name,
-            Image = image,
+            Image = image.Reference,
+            BasePath = image.BasePath,
             Cpus = options.Cpus,
             MemoryMB = options.MemoryMB,
             Shell = options.Shell,
-            WorkingDirectory = options.WorkingDirectory,
-            Environment = new Dictionary<string, string>(options.Environment, StringComparer.Ordinal),
-            Labels = new Dictionary<string, string>(options.Labels, StringComparer.Ordinal),
+            WorkingDirectory = options.WorkingDirectory
+                ?? (string.IsNullOrEmpty(image.Config?.WorkingDir) ? "/" : image.Config.WorkingDir),
+            Environment = environment,
+            Labels = labels,
             CreatedAt = DateTimeOffset.UtcNow,
             BootTimeoutMilliseconds = options.BootTimeout is { } t ? (int)t.TotalMilliseconds : null,
             Directory = Home.SandboxDirectory(id),
@@ -222,8 +249,14 @@ public sealed class SandboxEngine
             File.Delete(Path.Join(dir, stale));
         }
 
-        string lower = await RootDisks.DefaultImageAsync(Home, Assets, progress, cancellationToken)
-            .ConfigureAwait(false);
+        if (record.BasePath is null || !File.Exists(record.BasePath))
+        {
+            // A cleared cache: rebuild the base from the image (pulling it again if need be).
+            record.BasePath = (await _images.ResolveAsync(record.Image, PullPolicy.IfMissing, progress,
+                cancellationToken).ConfigureAwait(false)).BasePath;
+        }
+
+        string lower = record.BasePath;
         string upper = RootDisks.EnsureUpperDisk(dir, record.Name);
 
         var spec = new RuntimeSpec

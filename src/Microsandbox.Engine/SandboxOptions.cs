@@ -27,8 +27,8 @@ public sealed class SandboxOptions
     /// <summary>Labels; keys may not use a reserved prefix. An empty value is a valueless label.</summary>
     public IDictionary<string, string> Labels { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
 
-    /// <summary>Default working directory of commands (default <c>/</c>).</summary>
-    public string WorkingDirectory { get; set; } = "/";
+    /// <summary>Default working directory of commands; null takes the image's, else <c>/</c>.</summary>
+    public string? WorkingDirectory { get; set; }
 
     /// <summary>Shell that runs command strings (default <c>/bin/sh</c>).</summary>
     public string Shell { get; set; } = "/bin/sh";
@@ -38,6 +38,9 @@ public sealed class SandboxOptions
 
     /// <summary>How long the replaced sandbox may take to stop gracefully; zero kills it at once.</summary>
     public TimeSpan ReplaceTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>When to pull the image from its registry (default: only when it is not cached).</summary>
+    public PullPolicy PullPolicy { get; set; } = PullPolicy.IfMissing;
 
     /// <summary>How long the guest may take to become ready; null picks a default for the accelerator.</summary>
     public TimeSpan? BootTimeout { get; set; }

@@ -9,6 +9,9 @@ internal sealed class SandboxRecord
 
     public required string Image { get; init; }
 
+    /// <summary>The EROFS base the sandbox was created on; a moved tag does not move it.</summary>
+    public string? BasePath { get; set; }
+
     public int Cpus { get; init; }
 
     public int MemoryMB { get; init; }

@@ -68,6 +68,14 @@ internal sealed class StateStore
                 home.DatabasePath);
         }
 
+        // Columns added after the first schema, added in place so existing homes keep working.
+        using var columns = connection.CreateCommand();
+        columns.CommandText = "SELECT COUNT(*) FROM pragma_table_info('sandboxes') WHERE name = 'base_path'";
+        if (Convert.ToInt32(columns.ExecuteScalar(), CultureInfo.InvariantCulture) == 0)
+        {
+            Execute(connection, "ALTER TABLE sandboxes ADD COLUMN base_path TEXT");
+        }
+
         transaction.Commit();
     }
 
@@ -79,8 +87,8 @@ internal sealed class StateStore
         using var insert = connection.CreateCommand();
         insert.CommandText = """
             INSERT INTO sandboxes (id, name, image, cpus, memory_mb, shell, working_directory, environment,
-                created_at, boot_timeout_ms, state)
-            VALUES ($id, $name, $image, $cpus, $memory, $shell, $cwd, $env, $created, $boot, $state)
+                created_at, boot_timeout_ms, state, base_path)
+            VALUES ($id, $name, $image, $cpus, $memory, $shell, $cwd, $env, $created, $boot, $state, $base)
             ON CONFLICT(name) DO NOTHING
             """;
         insert.Parameters.AddWithValue("$id", record.Id);
@@ -94,6 +102,7 @@ internal sealed class StateStore
         insert.Parameters.AddWithValue("$created", record.CreatedAt.ToString("O", CultureInfo.InvariantCulture));
         insert.Parameters.AddWithValue("$boot", (object?)record.BootTimeoutMilliseconds ?? DBNull.Value);
         insert.Parameters.AddWithValue("$state", record.State.ToString());
+        insert.Parameters.AddWithValue("$base", (object?)record.BasePath ?? DBNull.Value);
         if (insert.ExecuteNonQuery() == 0)
         {
             return false;
@@ -139,7 +148,7 @@ internal sealed class StateStore
         {
             query.CommandText = """
                 SELECT id, name, image, cpus, memory_mb, shell, working_directory, environment, created_at,
-                    boot_timeout_ms, state, started_at, runtime_pid, accelerator, reason
+                    boot_timeout_ms, state, started_at, runtime_pid, accelerator, reason, base_path
                 FROM sandboxes ORDER BY name
                 """;
             using var reader = query.ExecuteReader();
@@ -164,6 +173,7 @@ internal sealed class StateStore
                     RuntimePid = reader.IsDBNull(12) ? null : reader.GetInt32(12),
                     Accelerator = reader.IsDBNull(13) ? null : reader.GetString(13),
                     Reason = reader.IsDBNull(14) ? null : reader.GetString(14),
+                    BasePath = reader.IsDBNull(15) ? null : reader.GetString(15),
                     Labels = labels.TryGetValue(id, out var set) ? set : new Dictionary<string, string>(),
                     Directory = Path.Join(_home, "sandboxes", id),
                 });
@@ -184,7 +194,7 @@ internal sealed class StateStore
         using var update = connection.CreateCommand();
         update.CommandText = """
             UPDATE sandboxes SET state = $state, started_at = $started, runtime_pid = $pid,
-                accelerator = $accel, reason = $reason
+                accelerator = $accel, reason = $reason, base_path = $base
             WHERE id = $id
             """;
         update.Parameters.AddWithValue("$id", record.Id);
@@ -194,6 +204,7 @@ internal sealed class StateStore
         update.Parameters.AddWithValue("$pid", (object?)record.RuntimePid ?? DBNull.Value);
         update.Parameters.AddWithValue("$accel", (object?)record.Accelerator ?? DBNull.Value);
         update.Parameters.AddWithValue("$reason", (object?)record.Reason ?? DBNull.Value);
+        update.Parameters.AddWithValue("$base", (object?)record.BasePath ?? DBNull.Value);
         update.ExecuteNonQuery();
     }
 

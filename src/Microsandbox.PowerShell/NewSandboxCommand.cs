@@ -20,10 +20,16 @@ public sealed class NewSandboxCommand : SandboxCmdlet
     public string Name { get; set; } = "";
 
     /// <summary>
-    /// <para type="description">The image of the root filesystem. Omitted, the built-in BusyBox image is used.</para>
+    /// <para type="description">The image of the root filesystem: an OCI image reference (python, 127.0.0.1:5000/app:1.0, name@sha256:...) or default, the built-in BusyBox image, which is also used when -Image is omitted.</para>
     /// </summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
     public string? Image { get; set; }
+
+    /// <summary>
+    /// <para type="description">When to pull the image from its registry: IfMissing (default), Always or Never.</para>
+    /// </summary>
+    [Parameter]
+    public PullPolicy PullPolicy { get; set; } = PullPolicy.IfMissing;
 
     /// <summary>
     /// <para type="description">Number of virtual CPUs (default 1).</para>
@@ -51,10 +57,10 @@ public sealed class NewSandboxCommand : SandboxCmdlet
     public Hashtable? Label { get; set; }
 
     /// <summary>
-    /// <para type="description">Default working directory of commands (default /).</para>
+    /// <para type="description">Default working directory of commands (default: the image's, else /).</para>
     /// </summary>
     [Parameter]
-    public string WorkingDirectory { get; set; } = "/";
+    public string? WorkingDirectory { get; set; }
 
     /// <summary>
     /// <para type="description">Shell that runs command strings (default /bin/sh).</para>
@@ -101,6 +107,7 @@ public sealed class NewSandboxCommand : SandboxCmdlet
             Replace = Replace,
             ReplaceTimeout = TimeSpan.FromSeconds(ReplaceTimeout),
             BootTimeout = BootTimeout > 0 ? TimeSpan.FromSeconds(BootTimeout) : null,
+            PullPolicy = PullPolicy,
         };
         foreach (var (key, value) in ToDictionary(Environment))
         {

@@ -25,7 +25,8 @@ Describe 'New-Sandbox rejects bad input' -Tag Errors {
         @{ Case = 'zero CPUs'; Params = @{ Name = 'bad-cpu'; Cpus = 0 }; Id = 'InvalidCpuCount'; Target = 0 }
         @{ Case = 'negative memory'; Params = @{ Name = 'bad-mem'; MemoryMB = -1 }; Id = 'InvalidMemorySize'
             Target = -1 }
-        @{ Case = 'an unknown image'; Params = @{ Name = 'bad-image'; Image = 'nosuchimage' }; Id = 'ImageNotFound'
+        @{ Case = 'an uncached image that may not be pulled'
+            Params = @{ Name = 'bad-image'; Image = 'nosuchimage'; PullPolicy = 'Never' }; Id = 'ImageNotFound'
             Target = 'nosuchimage' }
     ) {
         $r = Invoke-Captured { New-Sandbox @Params }

@@ -58,7 +58,7 @@ public sealed class SandboxEngineTests : IDisposable
     [InlineData("no-cpus", "InvalidCpuCount")]
     [InlineData("negative-cpus", "InvalidCpuCount")]
     [InlineData("small-memory", "InvalidMemorySize")]
-    [InlineData("oci-image", "ImageNotFound")]
+    [InlineData("zero-boot-timeout", "InvalidBootTimeout")]
     public async Task CreateAsync_checks_arguments_before_prerequisites_and_leaves_nothing(string fault, string errorId)
     {
         // Neither guest assets nor QEMU exist: an argument error must still be the one reported.
@@ -78,7 +78,7 @@ public sealed class SandboxEngineTests : IDisposable
             case "no-cpus": options.Cpus = 0; break;
             case "negative-cpus": options.Cpus = -1; break;
             case "small-memory": options.MemoryMB = 63; break;
-            case "oci-image": options.Image = "python"; break;
+            case "zero-boot-timeout": options.BootTimeout = TimeSpan.Zero; break;
             default: throw new ArgumentOutOfRangeException(nameof(fault));
         }
 
@@ -102,11 +102,15 @@ public sealed class SandboxEngineTests : IDisposable
     }
 
     [Fact]
-    public async Task CreateAsync_with_an_OCI_image_is_ImageNotFound()
+    public async Task CreateAsync_with_an_uncached_image_and_PullPolicy_Never_is_ImageNotFound()
     {
+        // Never lets the test stay off the network: the cache is all it may consult.
+        FakeAssets();
+        FakeQemu();
         var engine = new SandboxEngine(_temp.Home);
 
-        SandboxException ex = await CreateFails(engine, new SandboxOptions { Name = "py", Image = "python" });
+        SandboxException ex = await CreateFails(engine,
+            new SandboxOptions { Name = "py", Image = "python", PullPolicy = PullPolicy.Never });
 
         Assert.Equal("ImageNotFound", ex.ErrorId);
         Assert.Equal(SandboxErrorKind.NotFound, ex.Kind);
