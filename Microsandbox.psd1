@@ -13,7 +13,8 @@
     FunctionsToExport      = @()
     CmdletsToExport        = @(
         'New-Sandbox', 'Get-Sandbox', 'Start-Sandbox', 'Stop-Sandbox', 'Remove-Sandbox',
-        'Invoke-SandboxCommand', 'Test-SandboxHost'
+        'Invoke-SandboxCommand', 'Test-SandboxHost', 'Get-SandboxImage', 'Save-SandboxImage',
+        'Remove-SandboxImage'
     )
     VariablesToExport      = @()
     AliasesToExport        = @()

@@ -26,22 +26,133 @@ internal sealed record SandboxImage(string Reference, string BasePath, ImageConf
 /// <summary>
 /// Turns an image name into a sandbox base: the built-in image from the module's layer tar, an OCI
 /// image from its registry through the layer cache. Each base is built once, named by the layer
-/// tar's or the manifest's digest, so every sandbox of one image shares one file.
+/// tar's or the manifest's digest, so every sandbox of one image shares one file. Also lists, pulls
+/// ahead of time and removes the cached images (Get-, Save- and Remove-SandboxImage).
 /// </summary>
-internal sealed class ImageStore(SandboxHome home, GuestAssets assets)
+public sealed class ImageStore
 {
-    public async Task<SandboxImage> ResolveAsync(
-        string image, PullPolicy policy, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
+    private readonly SandboxHome _home;
+    private readonly GuestAssets _assets;
+    private readonly StateStore _store;
+
+    internal ImageStore(SandboxHome home, GuestAssets assets, StateStore store)
+    {
+        _home = home;
+        _assets = assets;
+        _store = store;
+    }
+
+    private string ImagesDirectory => Path.Join(_home.CacheDirectory, "images");
+
+    /// <summary>
+    /// The reference as the cache records it (<c>python</c> is <c>docker.io/library/python:latest</c>);
+    /// text that is no reference comes back as it is, so it simply matches nothing.
+    /// </summary>
+    public static string CanonicalReference(string image)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        return ImageReference.TryParse(image, out ImageReference? reference) ? reference.ToString() : image;
+    }
+
+    /// <summary>Every image pulled into the cache, by reference.</summary>
+    public IReadOnlyList<SandboxImageInfo> List()
+    {
+        var cache = LayerCache.ForHome(_home);
+        return [.. cache.ListReferences().Select(entry => Describe(cache, entry))];
+    }
+
+    /// <summary>
+    /// Pulls an image into the cache and builds its EROFS base, so that New-Sandbox need not wait:
+    /// under <see cref="PullPolicy.IfMissing"/> a cached image is left as it is, under
+    /// <see cref="PullPolicy.Always"/> the registry is asked again. Layer progress is reported from
+    /// the download tasks, several at once.
+    /// </summary>
+    public async Task<SandboxImageInfo> PullAsync(
+        string image,
+        PullPolicy policy,
+        IProgress<LayerProgress>? layers,
+        IProgress<SandboxMessage>? progress,
+        CancellationToken cancellationToken)
+    {
+        RejectBuiltIn(image);
+        SandboxImage resolved = await ResolveAsync(image, policy, progress, layers, cancellationToken)
+            .ConfigureAwait(false);
+        var cache = LayerCache.ForHome(_home);
+        CachedReference entry = cache.FindReference(resolved.Reference)
+            ?? throw new SandboxException("ImageNotFound", SandboxErrorKind.NotFound,
+                $"The image {resolved.Reference} was removed from the cache while it was pulled.",
+                resolved.Reference);
+        return Describe(cache, entry);
+    }
+
+    /// <summary>
+    /// Removes an image from the cache: its reference record, its EROFS base and every blob that no
+    /// other cached reference needs. Refused with <c>ImageInUse</c> while a sandbox was created from
+    /// it, unless <paramref name="force"/>; such sandboxes rebuild their base on their next start,
+    /// which pulls the image again. A running sandbox keeps its open base (Linux frees the file
+    /// when the VM closes it).
+    /// </summary>
+    public void Remove(string image, bool force, IProgress<SandboxMessage>? progress)
+    {
+        RejectBuiltIn(image);
+        string reference = CanonicalReference(image);
+        var cache = LayerCache.ForHome(_home);
+        CachedReference entry = cache.FindReference(reference)
+            ?? throw new SandboxException("ImageNotFound", SandboxErrorKind.NotFound,
+                $"The image {reference} is not in the cache.", reference);
+        List<string> users = [.. _store.List().Where(r => r.Image == reference).Select(r => r.Name)];
+        if (users.Count > 0)
+        {
+            string names = string.Join(", ", users.Select(n => $"'{n}'"));
+            if (!force)
+            {
+                throw new SandboxException("ImageInUse", SandboxErrorKind.InvalidOperation,
+                    $"The image {reference} is used by the sandbox(es) {names}. "
+                    + "Remove them first, or use -Force.", reference);
+            }
+
+            progress?.Report(new(SandboxMessageLevel.Warning, $"The image {reference} is used by {names}; " +
+                "they rebuild its base on their next start, pulling the image again."));
+        }
+
+        // The record goes first, so that no listing shows an image whose blobs are going.
+        HashSet<string> mine = BlobsOf(cache, entry);
+        cache.RemoveReference(reference);
+        List<CachedReference> others = [.. cache.ListReferences()];
+        var kept = new HashSet<string>(
+            others.SelectMany(other => BlobsOf(cache, other)), StringComparer.Ordinal);
+
+        // A pull of another image that found a shared layer cached just before it goes here pulls
+        // that layer again on its next use, as PulledImage.LoadAsync sees the blob missing.
+        int removed = mine.Where(digest => !kept.Contains(digest)).Count(cache.RemoveBlob);
+        progress?.Report(new(SandboxMessageLevel.Verbose, $"Removed {reference} and {removed} blob(s)."));
+        if (others.TrueForAll(other => other.ManifestDigest != entry.ManifestDigest))
+        {
+            string basePath = BasePathOf(entry.ManifestDigest);
+            if (File.Exists(basePath))
+            {
+                File.Delete(basePath);
+                progress?.Report(new(SandboxMessageLevel.Verbose, $"Removed the EROFS base {basePath}."));
+            }
+        }
+    }
+
+    internal async Task<SandboxImage> ResolveAsync(
+        string image,
+        PullPolicy policy,
+        IProgress<SandboxMessage>? progress,
+        IProgress<LayerProgress>? layers,
+        CancellationToken cancellationToken)
     {
         if (image == SandboxOptions.DefaultImage)
         {
-            string path = await RootDisks.DefaultImageAsync(home, assets, progress, cancellationToken)
+            string path = await RootDisks.DefaultImageAsync(_home, _assets, progress, cancellationToken)
                 .ConfigureAwait(false);
             return new SandboxImage(image, path, null);
         }
 
         ImageReference reference = ImageReference.Parse(image);
-        var cache = LayerCache.ForHome(home);
+        var cache = LayerCache.ForHome(_home);
         PulledImage? pulled = policy == PullPolicy.Always
             ? null
             : await PulledImage.LoadAsync(cache, reference, cancellationToken).ConfigureAwait(false);
@@ -55,19 +166,12 @@ internal sealed class ImageStore(SandboxHome home, GuestAssets assets)
         {
             progress?.Report(new(SandboxMessageLevel.Verbose, $"Pulling {reference}."));
             using var client = new RegistryClient();
-            var layers = new Progress<LayerProgress>(p =>
-            {
-                if (p.BytesDone == p.BytesTotal)
-                {
-                    progress?.Report(new(SandboxMessageLevel.Verbose, $"Layer {p.Digest[..19]} ({p.BytesTotal} bytes) done."));
-                }
-            });
-            pulled = await client.PullAsync(reference, cache, null, layers, cancellationToken).ConfigureAwait(false);
+            pulled = await client.PullAsync(reference, cache, null, new PullProgress(progress, layers),
+                cancellationToken).ConfigureAwait(false);
         }
 
-        string images = Path.Join(home.CacheDirectory, "images");
-        SandboxHome.CreatePrivateDirectory(images);
-        string basePath = Path.Join(images, ContentDigest.Hex(pulled.ManifestDigest) + ".erofs");
+        SandboxHome.CreatePrivateDirectory(ImagesDirectory);
+        string basePath = BasePathOf(pulled.ManifestDigest);
         if (!File.Exists(basePath))
         {
             progress?.Report(new(SandboxMessageLevel.Verbose,
@@ -84,6 +188,86 @@ internal sealed class ImageStore(SandboxHome home, GuestAssets assets)
         return new SandboxImage(reference.ToString(), basePath, pulled.Config);
     }
 
+    private static void RejectBuiltIn(string image)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        if (image == SandboxOptions.DefaultImage)
+        {
+            throw new SandboxException("BuiltInImage", SandboxErrorKind.InvalidArgument,
+                "The built-in image 'default' ships with the module; it is neither pulled nor removed.",
+                image);
+        }
+    }
+
+    private string BasePathOf(string manifestDigest) =>
+        Path.Join(ImagesDirectory, ContentDigest.Hex(manifestDigest) + ".erofs");
+
+    private SandboxImageInfo Describe(LayerCache cache, CachedReference entry)
+    {
+        ImageManifest? manifest = ReadManifest(cache, entry);
+        ImageConfig? config = null;
+        if (manifest is not null && cache.Contains(manifest.Config.Digest))
+        {
+            try
+            {
+                config = ImageConfig.Parse(File.ReadAllBytes(cache.BlobPath(manifest.Config.Digest)),
+                    entry.Reference);
+            }
+            catch (Exception e) when (e is IOException or SandboxException)
+            {
+                // A config that cannot be read only leaves Created empty.
+            }
+        }
+
+        string basePath = BasePathOf(entry.ManifestDigest);
+        var baseFile = new FileInfo(basePath);
+        return new SandboxImageInfo(
+            entry.Reference,
+            entry.ManifestDigest,
+            entry.Platform,
+            manifest?.Layers.Sum(layer => layer.Size) ?? 0,
+            manifest?.Layers.Count ?? 0,
+            config?.Created,
+            entry.PulledAt,
+            baseFile.Exists ? basePath : null,
+            baseFile.Exists ? baseFile.Length : null);
+    }
+
+    // Everything the reference needs: its index, manifest, config and layers.
+    private static HashSet<string> BlobsOf(LayerCache cache, CachedReference entry)
+    {
+        var blobs = new HashSet<string>(StringComparer.Ordinal) { entry.ManifestDigest };
+        if (entry.IndexDigest is { } index)
+        {
+            blobs.Add(index);
+        }
+
+        if (ReadManifest(cache, entry) is { } manifest)
+        {
+            blobs.Add(manifest.Config.Digest);
+            blobs.UnionWith(manifest.Layers.Select(layer => layer.Digest));
+        }
+
+        return blobs;
+    }
+
+    // Null when the manifest blob is gone or unreadable: the image then shows no layers, and a
+    // removal takes only what the record itself names.
+    private static ImageManifest? ReadManifest(LayerCache cache, CachedReference entry)
+    {
+        try
+        {
+            return cache.Contains(entry.ManifestDigest)
+                ? ImageManifest.Parse(
+                    File.ReadAllBytes(cache.BlobPath(entry.ManifestDigest)), entry.Reference)
+                : null;
+        }
+        catch (Exception e) when (e is IOException or SandboxException)
+        {
+            return null;
+        }
+    }
+
     // One layer open at a time: each stream is disposed when the builder asks for the next.
     private static IEnumerable<Stream> OpenLayers(LayerCache cache, PulledImage image)
     {
@@ -91,6 +275,22 @@ internal sealed class ImageStore(SandboxHome home, GuestAssets assets)
         {
             using Stream tar = LayerTar.Open(cache, layer.Digest, layer.MediaType);
             yield return tar;
+        }
+    }
+
+    // Synchronous, unlike Progress<T>, whose posted callbacks could outlive the pull and report
+    // into a cmdlet's message queue after it was closed.
+    private sealed class PullProgress(IProgress<SandboxMessage>? messages, IProgress<LayerProgress>? layers)
+        : IProgress<LayerProgress>
+    {
+        public void Report(LayerProgress value)
+        {
+            layers?.Report(value);
+            if (value.BytesDone == value.BytesTotal)
+            {
+                messages?.Report(new(SandboxMessageLevel.Verbose,
+                    $"Layer {value.Digest[..19]} ({value.BytesTotal} bytes) done."));
+            }
         }
     }
 }

@@ -20,7 +20,7 @@ public sealed class SandboxEngine
         Home = home ?? throw new ArgumentNullException(nameof(home));
         _store = new StateStore(home);
         Assets = GuestAssets.Locate();
-        _images = new ImageStore(home, Assets);
+        _images = new ImageStore(home, Assets, _store);
     }
 
     /// <summary>The home folder in use.</summary>
@@ -28,6 +28,9 @@ public sealed class SandboxEngine
 
     /// <summary>The guest assets and runtime in use.</summary>
     public GuestAssets Assets { get; }
+
+    /// <summary>The images in the home's layer cache: list, pull ahead of time, remove.</summary>
+    public ImageStore Images => _images;
 
     /// <summary>Every sandbox, with its state checked against its runtime, optionally filtered by labels (all must match).</summary>
     public IReadOnlyList<Sandbox> List(IEnumerable<LabelSelector>? selectors = null)
@@ -61,7 +64,8 @@ public sealed class SandboxEngine
         Qemu qemu = Qemu.Require();
 
         // The image comes first: a pull that fails leaves no sandbox record behind.
-        SandboxImage image = await _images.ResolveAsync(imageName, options.PullPolicy, progress, cancellationToken)
+        SandboxImage image = await _images
+            .ResolveAsync(imageName, options.PullPolicy, progress, null, cancellationToken)
             .ConfigureAwait(false);
         var environment = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (string pair in image.Config?.Env ?? [])
@@ -253,7 +257,7 @@ public sealed class SandboxEngine
         {
             // A cleared cache: rebuild the base from the image (pulling it again if need be).
             record.BasePath = (await _images.ResolveAsync(record.Image, PullPolicy.IfMissing, progress,
-                cancellationToken).ConfigureAwait(false)).BasePath;
+                null, cancellationToken).ConfigureAwait(false)).BasePath;
         }
 
         string lower = record.BasePath;

@@ -2,6 +2,7 @@ using System.Collections;
 using System.Collections.Concurrent;
 using System.Management.Automation;
 using Microsandbox.Engine;
+using Microsandbox.Engine.Images.Registry;
 
 namespace Microsandbox.PowerShell;
 
@@ -37,22 +38,52 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
     protected T Run<T>(Func<IProgress<SandboxMessage>, CancellationToken, Task<T>> operation)
     {
         ArgumentNullException.ThrowIfNull(operation);
-        using var messages = new BlockingCollection<SandboxMessage>();
-        var progress = new QueueProgress(messages);
+        return RunWithLayers((messages, _, token) => operation(messages, token), _ => { });
+    }
+
+    /// <summary>
+    /// Runs an engine operation that also reports layer downloads; <paramref name="onLayer"/> gets
+    /// each report on this (the pipeline) thread, so it may call <c>WriteProgress</c>.
+    /// </summary>
+    protected T RunWithLayers<T>(
+        Func<IProgress<SandboxMessage>, IProgress<LayerProgress>, CancellationToken, Task<T>> operation,
+        Action<LayerProgress> onLayer)
+    {
+        ArgumentNullException.ThrowIfNull(operation);
+        ArgumentNullException.ThrowIfNull(onLayer);
+        using var queue = new BlockingCollection<object>();
         Task<T> task = Task.Run(async () =>
         {
             try
             {
-                return await operation(progress, Cancellation).ConfigureAwait(false);
+                return await operation(new QueueProgress<SandboxMessage>(queue),
+                    new QueueProgress<LayerProgress>(queue), Cancellation).ConfigureAwait(false);
             }
             finally
             {
-                messages.CompleteAdding();
+                queue.CompleteAdding();
             }
         });
-        foreach (SandboxMessage message in messages.GetConsumingEnumerable())
+        try
         {
-            WriteMessage(message);
+            foreach (object item in queue.GetConsumingEnumerable())
+            {
+                if (item is SandboxMessage message)
+                {
+                    WriteMessage(message);
+                }
+                else
+                {
+                    onLayer((LayerProgress)item);
+                }
+            }
+        }
+        catch
+        {
+            // A write that failed (the pipeline stopping) ends the operation before the queue goes.
+            _cancellation.Cancel();
+            ((IAsyncResult)task).AsyncWaitHandle.WaitOne();
+            throw;
         }
 
         return task.GetAwaiter().GetResult();
@@ -149,6 +180,42 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
         }
     }
 
+    /// <summary>
+    /// Cached images for references that may hold wildcards, matched against the whole canonical
+    /// reference ignoring case (registries keep repository names lowercase). A plain reference is
+    /// canonicalized first (<c>python</c> is <c>docker.io/library/python:latest</c>); one that
+    /// matches nothing is a non-terminating <c>ImageNotFound</c>.
+    /// </summary>
+    protected IEnumerable<SandboxImageInfo> ResolveImages(IEnumerable<string> names)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        IReadOnlyList<SandboxImageInfo> all = Engine.Images.List();
+        foreach (string name in names)
+        {
+            if (WildcardPattern.ContainsWildcardCharacters(name))
+            {
+                var pattern = new WildcardPattern(name, WildcardOptions.IgnoreCase);
+                foreach (SandboxImageInfo match in all.Where(i => pattern.IsMatch(i.Reference)))
+                {
+                    yield return match;
+                }
+
+                continue;
+            }
+
+            string reference = ImageStore.CanonicalReference(name);
+            SandboxImageInfo? found = all.FirstOrDefault(i => i.Reference == reference);
+            if (found is null)
+            {
+                WriteSandboxError(new SandboxException("ImageNotFound", SandboxErrorKind.NotFound,
+                    $"The image {reference} is not in the cache.", reference));
+                continue;
+            }
+
+            yield return found;
+        }
+    }
+
     /// <summary>Sandboxes carrying every label in the selector; a malformed term ends the cmdlet.</summary>
     protected IReadOnlyList<Sandbox> ResolveLabels(IEnumerable<string> selector)
     {
@@ -182,8 +249,9 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
         _ => ErrorCategory.DeviceError,
     };
 
-    private sealed class QueueProgress(BlockingCollection<SandboxMessage> queue) : IProgress<SandboxMessage>
+    private sealed class QueueProgress<TReport>(BlockingCollection<object> queue) : IProgress<TReport>
+        where TReport : notnull
     {
-        public void Report(SandboxMessage value) => queue.Add(value);
+        public void Report(TReport value) => queue.Add(value);
     }
 }

@@ -42,10 +42,107 @@ function Invoke-ChildPwsh {
     [pscustomobject]@{ ExitCode = $LASTEXITCODE; Output = @($out | ForEach-Object { "$_" }) }
 }
 
-
 function Test-ProcessRunning {
     <# Whether a process exists and has not exited (a zombie awaiting its parent's wait has). #>
     param([int] $Id)
     $stat = Get-Content "/proc/$Id/stat" -Raw -ErrorAction Ignore
     return [bool]($stat -and ($stat -replace '^.*\) ', '')[0] -ne 'Z')
+}
+
+function Start-TestRegistry {
+    <# Starts Debian's docker-registry, open, on a free loopback port; returns its process, folder and port. #>
+    $listener = [System.Net.Sockets.TcpListener]::new([System.Net.IPAddress]::Loopback, 0)
+    $listener.Start()
+    try { $port = $listener.LocalEndpoint.Port } finally { $listener.Stop() }
+    $dir = Join-Path ([IO.Path]::GetTempPath()) "msb-registry-$PID-$port"
+    New-Item -ItemType Directory -Force "$dir/data" | Out-Null
+    Set-Content "$dir/config.yml" @"
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+http:
+  addr: 127.0.0.1:$port
+"@
+    $process = Start-Process /usr/bin/docker-registry -ArgumentList 'serve', "$dir/config.yml" `
+        -RedirectStandardError "$dir/registry.log" -RedirectStandardOutput "$dir/out.log" -PassThru
+    $deadline = [DateTime]::UtcNow.AddSeconds(20)
+    do {
+        Start-Sleep -Milliseconds 100
+        $up = try { (Invoke-WebRequest "http://127.0.0.1:$port/v2/" -SkipHttpErrorCheck).StatusCode -eq 200 }
+        catch { $false }
+    } until ($up -or [DateTime]::UtcNow -gt $deadline)
+    if (-not $up) { throw "docker-registry did not start: $(Get-Content "$dir/registry.log" -Raw)" }
+    [pscustomobject]@{ Process = $process; Directory = $dir; Port = $port }
+}
+
+function Stop-TestRegistry {
+    param($Registry)
+    if (-not $Registry) { return }
+    Stop-Process -Id $Registry.Process.Id -ErrorAction Ignore
+    Remove-Item $Registry.Directory -Recurse -Force -ErrorAction Ignore
+}
+
+function Publish-TestImage {
+    <#
+    Pushes the built-in image's layer, gzipped, with an image config that sets what the engine
+    applies, as <Reference>; returns the manifest's, config's and layer's digests. -Marker goes into
+    the config as a label, so that one layer can make images of different digests; without -Created
+    and -Marker the image is the same on every run, so a reused home holds one base for it.
+    #>
+    param([string] $Reference, [string] $Marker = 'images', [string] $Created)
+    $guest = Join-Path (Split-Path $env:MSB_TEST_MODULE_PATH) 'guest'
+    $tar = [IO.File]::ReadAllBytes((Join-Path $guest 'rootfs.tar'))
+    $buffer = [IO.MemoryStream]::new()
+    $gzip = [IO.Compression.GZipStream]::new($buffer, [IO.Compression.CompressionLevel]::Fastest, $true)
+    $gzip.Write($tar, 0, $tar.Length)
+    $gzip.Dispose()
+    $layer = $buffer.ToArray()
+    $diffId = 'sha256:' +
+        [Convert]::ToHexString([Security.Cryptography.SHA256]::HashData($tar)).ToLowerInvariant()
+    # Ordered, because a hashtable's key order changes from process to process, and the digest with it.
+    $document = [ordered]@{
+        architecture = 'amd64'; os = 'linux'
+        config       = [ordered]@{
+            Env        = @('PATH=/usr/sbin:/usr/bin:/sbin:/bin', 'FROM_IMAGE=yes', 'SHARED=image')
+            WorkingDir = '/tmp'
+            Labels     = [ordered]@{
+                'org.example.team' = $Marker; 'tier' = 'image'; 'sandbox.owner' = 'nobody'
+            }
+        }
+        rootfs       = [ordered]@{ type = 'layers'; diff_ids = @($diffId) }
+    }
+    if ($Created) { $document.created = $Created }
+    $config = [Text.Encoding]::UTF8.GetBytes(($document | ConvertTo-Json -Depth 5))
+    $client = [Microsandbox.Engine.Images.Registry.RegistryClient]::new()
+    try {
+        $ref = [Microsandbox.Engine.Images.Registry.ImageReference]::Parse($Reference)
+        $none = [Threading.CancellationToken]::None
+        $push = { param([byte[]] $Blob) $client.PushBlobAsync($ref, [ReadOnlyMemory[byte]]$Blob, $none) }
+        $layerDigest = (& $push $layer).GetAwaiter().GetResult()
+        $configDigest = (& $push $config).GetAwaiter().GetResult()
+        $manifest = [Text.Encoding]::UTF8.GetBytes(([ordered]@{
+            schemaVersion = 2
+            mediaType     = 'application/vnd.oci.image.manifest.v1+json'
+            config        = [ordered]@{
+                mediaType = 'application/vnd.oci.image.config.v1+json'
+                digest    = $configDigest
+                size      = $config.Length
+            }
+            layers        = @([ordered]@{
+                mediaType = 'application/vnd.oci.image.layer.v1.tar+gzip'
+                digest    = $layerDigest
+                size      = $layer.Length
+            })
+        } | ConvertTo-Json -Depth 5))
+        $manifestDigest = $client.PushManifestAsync($ref, 'application/vnd.oci.image.manifest.v1+json',
+            [ReadOnlyMemory[byte]]$manifest, $none).GetAwaiter().GetResult()
+    }
+    finally {
+        $client.Dispose()
+    }
+    [pscustomobject]@{
+        Reference = $Reference; Manifest = $manifestDigest; Config = $configDigest; Layer = $layerDigest
+        LayerSize = $layer.Length
+    }
 }
