@@ -25,6 +25,7 @@ param(
 $ErrorActionPreference = 'Stop'
 Import-Module $Module -Force
 . (Join-Path $PSScriptRoot '../tests/pester/TestHelpers.ps1')
+$env:MSB_TEST_MODULE_PATH = (Resolve-Path $Module).Path
 $env:MSB_HOME = Join-Path $PSScriptRoot '../out/bench-images-home'
 Remove-Item $env:MSB_HOME -Recurse -Force -ErrorAction Ignore
 New-Item -ItemType Directory -Force $env:MSB_HOME | Out-Null
@@ -50,6 +51,7 @@ try {
 
     $theirs = foreach ($i in 1..$Iterations) {
         $dir = Join-Path $work "skopeo-$i"
+        New-Item -ItemType Directory -Force $dir | Out-Null
         $clock = [Diagnostics.Stopwatch]::StartNew()
         & skopeo copy --quiet --src-tls-verify=false "docker://$image" "oci:$dir/layout:latest"
         if ($LASTEXITCODE -ne 0) { throw 'skopeo copy failed' }
@@ -59,7 +61,7 @@ try {
         foreach ($layer in $m.layers) {
             & tar -xzf ("$dir/layout/blobs/sha256/" + $layer.digest.Split(':')[1]) -C "$dir/root" --numeric-owner
         }
-        & mkfs.erofs -q "$dir/base.erofs" "$dir/root"
+        & mkfs.erofs --quiet "$dir/base.erofs" "$dir/root"
         if ($LASTEXITCODE -ne 0) { throw 'mkfs.erofs failed' }
         $clock.Elapsed.TotalMilliseconds
         Remove-Item $dir -Recurse -Force
