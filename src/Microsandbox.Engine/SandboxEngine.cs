@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using Microsandbox.Engine.Images.Registry;
 using Microsandbox.Protocol;
 
 namespace Microsandbox.Engine;
@@ -46,8 +47,19 @@ public sealed class SandboxEngine
     public Sandbox Get(string name) => Reconcile(FindRecord(name));
 
     /// <summary>Creates a sandbox and boots it. On any failure nothing is left behind.</summary>
+    public Task<Sandbox> CreateAsync(
+        SandboxOptions options, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken) =>
+        CreateAsync(options, progress, null, cancellationToken);
+
+    /// <summary>
+    /// Creates a sandbox and boots it, reporting the image's layer downloads to
+    /// <paramref name="layers"/> when it has to pull. On any failure nothing is left behind.
+    /// </summary>
     public async Task<Sandbox> CreateAsync(
-        SandboxOptions options, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
+        SandboxOptions options,
+        IProgress<SandboxMessage>? progress,
+        IProgress<LayerProgress>? layers,
+        CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(options);
         SandboxRules.ValidateName(options.Name);
@@ -65,7 +77,7 @@ public sealed class SandboxEngine
 
         // The image comes first: a pull that fails leaves no sandbox record behind.
         SandboxImage image = await _images
-            .ResolveAsync(imageName, options.PullPolicy, progress, null, cancellationToken)
+            .ResolveAsync(imageName, options.PullPolicy, progress, layers, cancellationToken)
             .ConfigureAwait(false);
         var environment = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (string pair in image.Config?.Env ?? [])

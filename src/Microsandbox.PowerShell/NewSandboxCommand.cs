@@ -119,13 +119,23 @@ public sealed class NewSandboxCommand : SandboxCmdlet
             options.Labels[key] = value;
         }
 
+        var view = new LayerProgressView(this, options.Image ?? SandboxOptions.DefaultImage);
         try
         {
-            WriteObject(Run((progress, token) => Engine.CreateAsync(options, progress, token)));
+            WriteObject(RunWithLayers((progress, layers, token) => Engine.CreateAsync(options, progress, layers, token),
+                view.Update));
         }
         catch (SandboxException ex)
         {
             WriteSandboxError(ex);
+        }
+        finally
+        {
+            // A stopping pipeline refuses writes, and its host clears the bars itself.
+            if (!Stopping)
+            {
+                view.Complete();
+            }
         }
     }
 }

@@ -43,6 +43,30 @@ Describe 'Sandboxes from OCI images' -Tag VM {
         $others | Should -BeNullOrEmpty
     }
 
+    It 'shows pull progress per layer while New-Sandbox pulls, every bar completed' {
+        # Progress cannot be redirected, so the cmdlet runs in a PowerShell of its own to read it.
+        $ps = [powershell]::Create()
+        try {
+            $null = $ps.AddCommand('Import-Module').AddParameter('Name', $env:MSB_TEST_MODULE_PATH)
+            $null = $ps.AddStatement().AddCommand('New-Sandbox').AddParameter('Name', 'img-progress')
+            $null = $ps.AddParameter('Image', $script:Image).AddParameter('PullPolicy', 'Always')
+            $null = $ps.AddParameter('WarningAction', 'SilentlyContinue')
+            $created = $ps.Invoke()
+            $ps.Streams.Error | Should -BeNullOrEmpty
+            $progress = @($ps.Streams.Progress)
+        }
+        finally {
+            $ps.Dispose()
+        }
+
+        $created[0].State | Should -Be 'Running'
+        @($progress | Where-Object Activity -Like 'Layer sha256:*') | Should -Not -BeNullOrEmpty
+        foreach ($id in $progress.ActivityId | Sort-Object -Unique) {
+            ($progress | Where-Object ActivityId -EQ $id)[-1].RecordType | Should -Be Completed
+        }
+        Remove-Sandbox -Name img-progress -Force
+    }
+
     It 'rejects <Case> with <Id>, creating nothing' -ForEach @(
         @{ Case = 'an unknown tag'; Image = { "127.0.0.1:$script:Port/busybox:nosuchtag" }; Id = 'ImageNotFound' }
         @{ Case = 'an uncached image under -PullPolicy Never'; Image = { "127.0.0.1:$script:Port/other:1" }
