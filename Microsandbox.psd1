@@ -22,7 +22,7 @@
         PSData = @{
             Tags         = @('sandbox', 'microvm', 'qemu', 'kvm', 'virtualization', 'security', 'Linux')
             LicenseUri   = 'https://opensource.org/licenses/MIT'
-            ReleaseNotes = 'First release: sandboxes on QEMU microVMs with the built-in BusyBox image.'
+            ReleaseNotes = 'First release: sandboxes on QEMU microVMs with copy-on-write roots, from the built-in BusyBox image or OCI images pulled from a registry.'
         }
     }
 }
