@@ -116,11 +116,22 @@ internal static class GuestInit
             return;
         }
 
-        string lower = FindDisk(lowerSerial, TimeSpan.FromSeconds(30));
         string upper = FindDisk(upperSerial, TimeSpan.FromSeconds(30));
         Directory.CreateDirectory("/lower");
         Directory.CreateDirectory("/upper");
-        Native.Check(Native.Mount(lower, "/lower", "erofs", Native.MsRdonly, null), $"mount {lower} (erofs)");
+        if (lowerSerial.StartsWith("9p:", StringComparison.Ordinal))
+        {
+            // A host folder as the base: mounted read-only over virtio-9p by its tag.
+            string tag = lowerSerial[3..];
+            Native.Check(Native.Mount(tag, "/lower", "9p", Native.MsRdonly,
+                "trans=virtio,version=9p2000.L,msize=262144,cache=loose"), $"mount 9p {tag}");
+        }
+        else
+        {
+            string lower = FindDisk(lowerSerial, TimeSpan.FromSeconds(30));
+            Native.Check(Native.Mount(lower, "/lower", "erofs", Native.MsRdonly, null), $"mount {lower} (erofs)");
+        }
+
         Native.Check(Native.Mount(upper, "/upper", "ext4", 0, null), $"mount {upper} (ext4)");
         Directory.CreateDirectory("/upper/root");
         Directory.CreateDirectory("/upper/work");

@@ -151,6 +151,21 @@ public sealed class ImageStore
             return new SandboxImage(image, path, null);
         }
 
+        if (LooksLikePath(image))
+        {
+            // A host folder is the base itself, shared read-only over 9p; never written.
+            string folder = Path.GetFullPath(image.StartsWith('~')
+                ? Path.Join(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), image[1..])
+                : image);
+            if (!Directory.Exists(folder))
+            {
+                throw new SandboxException("ImagePathNotFound", SandboxErrorKind.NotFound,
+                    $"The root folder '{folder}' does not exist.", image);
+            }
+
+            return new SandboxImage(folder, folder, null);
+        }
+
         ImageReference reference = ImageReference.Parse(image);
         var cache = LayerCache.ForHome(_home);
         PulledImage? pulled = policy == PullPolicy.Always
@@ -267,6 +282,11 @@ public sealed class ImageStore
             return null;
         }
     }
+
+    /// <summary>Whether an -Image value names a host path rather than an image reference.</summary>
+    internal static bool LooksLikePath(string image) =>
+        image.StartsWith('/') || image.StartsWith("./", StringComparison.Ordinal)
+        || image.StartsWith("../", StringComparison.Ordinal) || image.StartsWith('~') || image is "." or "..";
 
     // One layer open at a time: each stream is disposed when the builder asks for the next.
     private static IEnumerable<Stream> OpenLayers(LayerCache cache, PulledImage image)

@@ -106,6 +106,15 @@ public sealed partial class Qemu
             disks.Add($"virtio-blk-device,drive=disk{i},serial={disk.Serial}");
         }
 
+        for (int i = 0; i < config.SharedFolders.Count; i++)
+        {
+            SharedFolder share = config.SharedFolders[i];
+            disks.Add("-fsdev");
+            disks.Add($"local,id=fs{i},path={share.Path},security_model=none" + (share.ReadOnly ? ",readonly=on" : ""));
+            disks.Add("-device");
+            disks.Add($"virtio-9p-device,fsdev=fs{i},mount_tag={share.Tag}");
+        }
+
         return
         [
             "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on",
@@ -178,7 +187,16 @@ public sealed class MicroVmConfig
 
     /// <summary>Raw disk images attached as virtio-blk devices.</summary>
     public IReadOnlyList<VirtualDisk> Disks { get; init; } = [];
+
+    /// <summary>Host folders shared over virtio-9p.</summary>
+    public IReadOnlyList<SharedFolder> SharedFolders { get; init; } = [];
 }
+
+/// <summary>A host folder shared with a microVM over virtio-9p.</summary>
+/// <param name="Path">The host folder.</param>
+/// <param name="Tag">The mount tag the guest mounts it by.</param>
+/// <param name="ReadOnly">Whether the guest may only read it.</param>
+public sealed record SharedFolder(string Path, string Tag, bool ReadOnly);
 
 /// <summary>A raw disk image attached to a microVM.</summary>
 /// <param name="Path">The image file.</param>

@@ -265,7 +265,7 @@ public sealed class SandboxEngine
             File.Delete(Path.Join(dir, stale));
         }
 
-        if (record.BasePath is null || !File.Exists(record.BasePath))
+        if (record.BasePath is null || !(File.Exists(record.BasePath) || Directory.Exists(record.BasePath)))
         {
             // A cleared cache: rebuild the base from the image (pulling it again if need be).
             record.BasePath = (await _images.ResolveAsync(record.Image, PullPolicy.IfMissing, progress,
@@ -273,6 +273,7 @@ public sealed class SandboxEngine
         }
 
         string lower = record.BasePath;
+        bool folder = Directory.Exists(lower);
         string upper = RootDisks.EnsureUpperDisk(dir, record.Name);
 
         var spec = new RuntimeSpec
@@ -291,14 +292,17 @@ public sealed class SandboxEngine
                 ExtraKernelArguments =
                 [
                     $"msb.hostname={HostName(record.Name)}",
-                    $"msb.lower={RootDisks.LowerSerial}",
+                    folder ? $"msb.lower=9p:{RootDisks.LowerSerial}" : $"msb.lower={RootDisks.LowerSerial}",
                     $"msb.upper={RootDisks.UpperSerial}",
                 ],
-                Disks =
-                [
-                    new VirtualDisk(lower, RootDisks.LowerSerial, ReadOnly: true),
-                    new VirtualDisk(upper, RootDisks.UpperSerial, ReadOnly: false),
-                ],
+                Disks = folder
+                    ? [new VirtualDisk(upper, RootDisks.UpperSerial, ReadOnly: false)]
+                    :
+                    [
+                        new VirtualDisk(lower, RootDisks.LowerSerial, ReadOnly: true),
+                        new VirtualDisk(upper, RootDisks.UpperSerial, ReadOnly: false),
+                    ],
+                SharedFolders = folder ? [new SharedFolder(lower, RootDisks.LowerSerial, ReadOnly: true)] : [],
             }),
             AgentSocketPath = Path.Join(dir, "agent.sock"),
             ControlSocketPath = ControlSocket(record),

@@ -67,12 +67,32 @@ Describe 'Sandboxes from OCI images' -Tag VM {
         Remove-Sandbox -Name img-progress -Force
     }
 
+    It 'boots a host folder as the root, copy-on-write, leaving the folder untouched' {
+        $folder = Join-Path ([IO.Path]::GetTempPath()) "msb-hostroot-$PID"
+        New-Item -ItemType Directory -Force $folder | Out-Null
+        try {
+            $guest = Join-Path (Split-Path $env:MSB_TEST_MODULE_PATH) 'guest'
+            & tar -xf (Join-Path $guest 'rootfs.tar') -C $folder
+            Set-Content (Join-Path $folder 'marker') 'from-host'
+            $s = New-Sandbox -Name img-folder -Image $folder -WarningAction SilentlyContinue -ErrorAction Stop
+            $s.Image | Should -Be $folder
+            Invoke-SandboxCommand -Name img-folder -Command 'cat /marker; echo new > /written; cat /written' |
+                Should -Be @('from-host', 'new')
+            Test-Path (Join-Path $folder 'written') | Should -BeFalse
+            Remove-Sandbox -Name img-folder -Force
+        }
+        finally {
+            Remove-Item $folder -Recurse -Force -ErrorAction Ignore
+        }
+    }
+
     It 'rejects <Case> with <Id>, creating nothing' -ForEach @(
         @{ Case = 'an unknown tag'; Image = { "127.0.0.1:$script:Port/busybox:nosuchtag" }; Id = 'ImageNotFound' }
         @{ Case = 'an uncached image under -PullPolicy Never'; Image = { "127.0.0.1:$script:Port/other:1" }
             Id = 'ImageNotFound'; Never = $true }
         @{ Case = 'an unreachable registry'; Image = { '127.0.0.1:9/busybox:test' }; Id = 'RegistryUnreachable' }
         @{ Case = 'a malformed reference'; Image = { 'Bad Name!!' }; Id = 'InvalidImageReference' }
+        @{ Case = 'a root folder that does not exist'; Image = { '/no/such/root/folder' }; Id = 'ImagePathNotFound' }
     ) {
         $name = "img-bad-$([guid]::NewGuid().ToString('N').Substring(0, 6))"
         $params = @{ Name = $name; Image = (& $Image) }
