@@ -141,7 +141,8 @@ public sealed class SandboxConnection : IAsyncDisposable
         _writer.Dispose();
     }
 
-    private static SandboxErrorKind KindOf(string code) => code switch
+    /// <summary>The kind of a failure the runtime or agent reported by its code.</summary>
+    internal static SandboxErrorKind KindOf(string code) => code switch
     {
         "CommandNotFound" or "WorkingDirectoryNotFound" => SandboxErrorKind.NotFound,
         "EmptyCommand" => SandboxErrorKind.InvalidArgument,

@@ -260,7 +260,7 @@ public sealed class SandboxEngine
             ? TimeSpan.FromMilliseconds(ms)
             : TimeSpan.FromSeconds(accel.IsEmulated ? 120 : 30);
         string dir = record.Directory;
-        foreach (string stale in new[] { "status.json", "runtime.sock", "agent.sock" })
+        foreach (string stale in new[] { "status.json", "runtime.sock", "agent.sock", "console.log" })
         {
             File.Delete(Path.Join(dir, stale));
         }
@@ -311,7 +311,6 @@ public sealed class SandboxEngine
             BootTimeoutMilliseconds = (int)timeout.TotalMilliseconds,
             Accelerator = accel.Name,
         };
-        File.Delete(spec.ConsoleLogPath);
         string specPath = SpecFile(record);
         RuntimeSpecFile.Save(spec, specPath);
 
@@ -355,7 +354,8 @@ public sealed class SandboxEngine
             if (runtime.HasExited)
             {
                 RuntimeStatus? status = RuntimeStatus.Load(StatusFile(record));
-                throw new SandboxException(status?.ErrorCode ?? "RuntimeStartFailed", SandboxErrorKind.DeviceError,
+                string code = status?.ErrorCode ?? "RuntimeStartFailed";
+                throw new SandboxException(code, SandboxConnection.KindOf(code),
                     status?.Reason ?? $"The sandbox runtime exited with code {runtime.ExitCode} before listening; " +
                     $"see {Path.Join(record.Directory, "runtime.log")}.", record.Name)
                 {
@@ -403,7 +403,7 @@ public sealed class SandboxEngine
             if (RuntimeStatus.Load(StatusFile(record)) is { ErrorCode: { } code } status)
             {
                 throw new SandboxException(code,
-                    code == "GuestNotReady" ? SandboxErrorKind.Timeout : SandboxErrorKind.DeviceError,
+                    SandboxConnection.KindOf(code),
                     status.Reason ?? ex.Message, record.Name, ex)
                 {
                     Detail = status.ConsoleTail,
