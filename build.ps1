@@ -8,7 +8,8 @@
                  can (Debian/Ubuntu as root), else stops naming what to install.
       Build      the engine, cmdlets and sandbox runtime into out/Microsandbox, with MAML help.
       Guest      the guest agent (NativeAOT) and the kernel + initramfs, cached by version.
-      Test       xUnit for protocol and engine, then Pester against the built module in a fresh pwsh.
+      Test       xUnit for protocol and engine, then Pester against the built module in a fresh pwsh
+                 (on Linux, first a Debian image with python3 for the registry tests, cached).
       Package    a .nupkg of the module in out/package, installable with Install-Module.
 .EXAMPLE
     dotnet tool restore; dotnet pwsh ./build.ps1 Test
@@ -36,6 +37,7 @@ $cacheDir = Join-Path $root '.cache'
 $pesterVersion = '5.7.1'
 . (Join-Path $root 'build/Guest.ps1')
 . (Join-Path $root 'build/Help.ps1')
+. (Join-Path $root 'build/TestImages.ps1')
 
 function Invoke-Native {
     param([string] $Command, [string[]] $Arguments)
@@ -64,6 +66,8 @@ function Invoke-Bootstrap {
         # The image tests pull from a real registry on loopback, one with htpasswd (bcrypt) auth.
         'docker-registry'    = 'docker-registry'
         'htpasswd'           = 'apache2-utils'
+        # Builds the Debian image with python3 that the tests push to that registry.
+        'mmdebstrap'         = 'mmdebstrap'
     }
     $missing = @($needed.Keys | Where-Object { -not (Get-Command $_ -ErrorAction Ignore) } |
         ForEach-Object { $needed[$_] })
@@ -167,6 +171,9 @@ function Invoke-Test {
     $xunit = if (Test-Path $trx) { ([xml](Get-Content $trx -Raw)).TestRun.ResultSummary.Counters }
 
     $pesterManifest = Get-PesterModule
+    $pythonLayer = if ($IsLinux) {
+        Build-DebianTestImage -Name python -Package python3 -CacheDir (Join-Path $cacheDir 'test-images')
+    }
     $pwsh = (Get-Process -Id $PID).Path
     # Under the .NET tool this process is dotnet running pwsh.dll; a fresh pwsh runs that same file.
     $pwshArgs = @(if ($pwsh -match 'dotnet(\.exe)?$') { "$PSHOME/pwsh.dll" })
@@ -204,6 +211,7 @@ $(if ($Tag) { "`$config.Filter.Tag = @('$($Tag -join "','")')" })
 $(if (-not $IsLinux) { "`$config.Filter.ExcludeTag = @('VM', 'Linux')" })
 `$env:MSB_TEST_MODULE = '$moduleDir/Microsandbox.psd1'
 `$env:MSB_HOME = '$testHome'
+`$env:MSB_TEST_PYTHON_LAYER = '$pythonLayer'
 `$r = Invoke-Pester -Configuration `$config
 @{
     Passed = `$r.PassedCount

@@ -9,7 +9,7 @@ namespace Microsandbox.Agent;
 internal sealed class AgentServer : IDisposable
 {
     private const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    private static readonly string[] Capabilities = ["exec", "stdin", "signal", "shutdown"];
+    private static readonly string[] Capabilities = ["exec", "stdin", "signal", "shutdown", "user"];
     private readonly Stream _input;
     private readonly FrameWriter _writer;
     private readonly string _kernelRelease;
@@ -125,6 +125,14 @@ internal sealed class AgentServer : IDisposable
             return;
         }
 
+        GuestUser? user = GuestUser.Resolve(request.User, "/etc/passwd", "/etc/group",
+            out string? userError, out string? userMessage);
+        if (user is null)
+        {
+            await FailAsync(id, userError!, userMessage!).ConfigureAwait(false);
+            return;
+        }
+
         // .NET searches the agent's own PATH, and PID 1 has none: resolve against the command's.
         string path = request.Environment.TryGetValue("PATH", out string? p) ? p : DefaultPath;
         var info = new ProcessStartInfo(ResolveProgram(request.Argv[0], path))
@@ -142,11 +150,17 @@ internal sealed class AgentServer : IDisposable
 
         info.Environment.Clear();
         info.Environment["PATH"] = DefaultPath;
-        info.Environment["HOME"] = "/root";
+        info.Environment["HOME"] = user.Home;
         info.Environment["TERM"] = "xterm";
         foreach (var (key, value) in request.Environment)
         {
             info.Environment[key] = value;
+        }
+
+        if (user.Uid != 0)
+        {
+            // .NET looks the name up again and sets uid, gid and supplementary groups in the child.
+            info.UserName = user.Name;
         }
 
         Process process;
@@ -160,7 +174,9 @@ internal sealed class AgentServer : IDisposable
         }
         catch (Win32Exception ex)
         {
-            await FailAsync(id, "CommandNotFound", $"Cannot run '{request.Argv[0]}': {ex.Message}")
+            // EACCES: the user may not run the file or enter the working directory.
+            string code = ex.NativeErrorCode == 13 ? "PermissionDenied" : "CommandNotFound";
+            await FailAsync(id, code, $"Cannot run '{request.Argv[0]}' as {user.Name}: {ex.Message}")
                 .ConfigureAwait(false);
             return;
         }

@@ -15,6 +15,9 @@ public sealed class Sandbox
         Environment = record.Environment;
         WorkingDirectory = record.WorkingDirectory;
         Shell = record.Shell;
+        User = record.User;
+        Entrypoint = record.Entrypoint;
+        Cmd = record.Cmd;
         CreatedAt = record.CreatedAt;
         StartedAt = record.StartedAt;
         Reason = reason;
@@ -53,6 +56,15 @@ public sealed class Sandbox
 
     /// <summary>Shell that runs command strings.</summary>
     public string Shell { get; }
+
+    /// <summary>The user commands run as unless they name another; null is root.</summary>
+    public string? User { get; }
+
+    /// <summary>The image's entrypoint (from its config), run by commands that use the image's command.</summary>
+    public IReadOnlyList<string> Entrypoint { get; }
+
+    /// <summary>The image's default arguments (its config's Cmd), replaced by a command's own.</summary>
+    public IReadOnlyList<string> Cmd { get; }
 
     /// <summary>When the sandbox was created.</summary>
     public DateTimeOffset CreatedAt { get; }

@@ -144,8 +144,9 @@ public sealed class SandboxConnection : IAsyncDisposable
     /// <summary>The kind of a failure the runtime or agent reported by its code.</summary>
     internal static SandboxErrorKind KindOf(string code) => code switch
     {
-        "CommandNotFound" or "WorkingDirectoryNotFound" => SandboxErrorKind.NotFound,
-        "EmptyCommand" => SandboxErrorKind.InvalidArgument,
+        "CommandNotFound" or "WorkingDirectoryNotFound" or "UserNotFound" => SandboxErrorKind.NotFound,
+        "EmptyCommand" or "UserGroupNotSupported" => SandboxErrorKind.InvalidArgument,
+        "PermissionDenied" => SandboxErrorKind.PermissionDenied,
         "GuestNotReady" => SandboxErrorKind.Timeout,
         _ => SandboxErrorKind.DeviceError,
     };

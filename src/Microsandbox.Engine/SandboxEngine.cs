@@ -62,7 +62,9 @@ public sealed class SandboxEngine
         CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(options);
-        SandboxRules.ValidateName(options.Name);
+        string imageName = string.IsNullOrEmpty(options.Image) ? SandboxOptions.DefaultImage : options.Image;
+        string name = options.Name ?? SandboxRules.GenerateName(imageName);
+        SandboxRules.ValidateName(name);
         SandboxRules.ValidateLabels(options.Labels);
         SandboxRules.ValidateResources(options.Cpus, options.MemoryMB);
         if (options.BootTimeout is { } boot && boot <= TimeSpan.Zero)
@@ -71,7 +73,6 @@ public sealed class SandboxEngine
                 $"The boot timeout must be positive; {boot.TotalSeconds} s was asked for.", boot);
         }
 
-        string imageName = string.IsNullOrEmpty(options.Image) ? SandboxOptions.DefaultImage : options.Image;
         Assets.EnsurePresent();
         Qemu qemu = Qemu.Require();
 
@@ -106,9 +107,9 @@ public sealed class SandboxEngine
             labels[key] = value;
         }
 
-        if (options.Replace && _store.Find(options.Name) is { } existing)
+        if (options.Replace && _store.Find(name) is { } existing)
         {
-            progress?.Report(new(SandboxMessageLevel.Verbose, $"Replacing sandbox '{options.Name}'."));
+            progress?.Report(new(SandboxMessageLevel.Verbose, $"Replacing sandbox '{name}'."));
             await StopRecordAsync(Reconcile(existing), existing, options.ReplaceTimeout, "replaced", cancellationToken)
                 .ConfigureAwait(false);
             Delete(existing);
@@ -118,7 +119,7 @@ public sealed class SandboxEngine
         var record = new SandboxRecord
         {
             Id = id,
-            Name = options.Name,
+            Name = name,
             Image = image.Reference,
             BasePath = image.BasePath,
             Cpus = options.Cpus,
@@ -126,6 +127,9 @@ public sealed class SandboxEngine
             Shell = options.Shell,
             WorkingDirectory = options.WorkingDirectory
                 ?? (string.IsNullOrEmpty(image.Config?.WorkingDir) ? "/" : image.Config.WorkingDir),
+            User = options.User ?? image.Config?.User,
+            Entrypoint = image.Config?.Entrypoint ?? [],
+            Cmd = image.Config?.Cmd ?? [],
             Environment = environment,
             Labels = labels,
             CreatedAt = DateTimeOffset.UtcNow,
@@ -136,7 +140,7 @@ public sealed class SandboxEngine
         if (!_store.TryInsert(record))
         {
             throw new SandboxException("SandboxAlreadyExists", SandboxErrorKind.AlreadyExists,
-                $"A sandbox named '{options.Name}' already exists. Use -Replace to replace it.", options.Name);
+                $"A sandbox named '{name}' already exists. Use -Replace to replace it.", name);
         }
 
         try
@@ -237,9 +241,10 @@ public sealed class SandboxEngine
 
         var request = new ExecRequest
         {
-            Argv = command.Arguments ?? [sandbox.Shell, "-c", command.Script ?? ""],
+            Argv = ArgvOf(sandbox, command),
             Environment = environment,
             WorkingDirectory = command.WorkingDirectory ?? sandbox.WorkingDirectory,
+            User = command.User ?? sandbox.User,
         };
         await using var connection = await SandboxConnection.ConnectAsync(
             ControlSocket(record), name, cancellationToken).ConfigureAwait(false);
@@ -247,6 +252,26 @@ public sealed class SandboxEngine
         {
             yield return e;
         }
+    }
+
+    private static IReadOnlyList<string> ArgvOf(Sandbox sandbox, SandboxCommand command)
+    {
+        if (!command.UseImageCommand)
+        {
+            return command.Arguments ?? [sandbox.Shell, "-c", command.Script ?? ""];
+        }
+
+        // As docker run: arguments replace Cmd, never the entrypoint.
+        IReadOnlyList<string> tail = command.Arguments is { Count: > 0 } given ? given : sandbox.Cmd;
+        List<string> argv = [.. sandbox.Entrypoint, .. tail];
+        if (argv.Count == 0)
+        {
+            throw new SandboxException("ImageCommandMissing", SandboxErrorKind.InvalidOperation,
+                $"The image of sandbox '{sandbox.Name}' ({sandbox.Image}) has no Entrypoint or Cmd; "
+                + "give the command to run.", sandbox.Name);
+        }
+
+        return argv;
     }
 
     private async Task<Sandbox> BootAsync(
@@ -591,4 +616,13 @@ public sealed class SandboxCommand
 
     /// <summary>Working directory for this command; null uses the sandbox's.</summary>
     public string? WorkingDirectory { get; init; }
+
+    /// <summary>The user to run as (<c>name</c>, <c>uid</c>, <c>name:group</c>); null uses the sandbox's.</summary>
+    public string? User { get; init; }
+
+    /// <summary>
+    /// Run the image's own command: its Entrypoint followed by <see cref="Arguments"/>, or by its
+    /// Cmd when no arguments are given, as <c>docker run</c> does.
+    /// </summary>
+    public bool UseImageCommand { get; init; }
 }

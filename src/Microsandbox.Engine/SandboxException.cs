@@ -29,6 +29,9 @@ public enum SandboxErrorKind
 
     /// <summary>An operation ran but its outcome is a failure (a command's non-zero exit).</summary>
     InvalidResult,
+
+    /// <summary>The guest refused access (a user who may not enter a folder or run a file).</summary>
+    PermissionDenied,
 }
 
 /// <summary>

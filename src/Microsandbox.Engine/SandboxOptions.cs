@@ -10,7 +10,7 @@ public sealed class SandboxOptions
     public const string DefaultImage = "default";
 
     /// <summary>Unique name: not empty, at most 128 UTF-8 bytes.</summary>
-    public string Name { get; set; } = "";
+    public string? Name { get; set; }
 
     /// <summary>Image reference; null or <see cref="DefaultImage"/> for the built-in image.</summary>
     public string? Image { get; set; }
@@ -29,6 +29,12 @@ public sealed class SandboxOptions
 
     /// <summary>Default working directory of commands; null takes the image's, else <c>/</c>.</summary>
     public string? WorkingDirectory { get; set; }
+
+    /// <summary>
+    /// The user commands run as unless they name one (<c>name</c>, <c>uid</c>, <c>name:group</c>);
+    /// null takes the image config's <c>User</c>, and root when the image names none.
+    /// </summary>
+    public string? User { get; set; }
 
     /// <summary>Shell that runs command strings (default <c>/bin/sh</c>).</summary>
     public string Shell { get; set; } = "/bin/sh";

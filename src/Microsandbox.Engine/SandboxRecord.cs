@@ -20,6 +20,15 @@ internal sealed class SandboxRecord
 
     public required string WorkingDirectory { get; init; }
 
+    /// <summary>The user commands run as by default; null is root.</summary>
+    public string? User { get; init; }
+
+    /// <summary>The image config's Entrypoint, for commands that run the image's own command.</summary>
+    public IReadOnlyList<string> Entrypoint { get; init; } = [];
+
+    /// <summary>The image config's Cmd: the default arguments after the entrypoint.</summary>
+    public IReadOnlyList<string> Cmd { get; init; } = [];
+
     public required IReadOnlyDictionary<string, string> Environment { get; init; }
 
     public required IReadOnlyDictionary<string, string> Labels { get; init; }

@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using System.Text;
 
 namespace Microsandbox.Engine;
@@ -10,6 +11,29 @@ public static class SandboxRules
 
     /// <summary>Label key prefixes kept for the product's own labels.</summary>
     public static readonly IReadOnlyList<string> ReservedLabelPrefixes = ["sandbox.", "microsandbox.", "service."];
+
+    /// <summary>
+    /// A fresh name for a sandbox created without one, as Docker names containers: the image's
+    /// repository name (or folder or file name) and six random hex digits, such as <c>python-3fa81c</c>.
+    /// </summary>
+    public static string GenerateName(string image)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        string stem = image.TrimEnd('/', '\\');
+        int at = stem.IndexOf('@', StringComparison.Ordinal);
+        stem = at < 0 ? stem : stem[..at];
+        stem = stem[(stem.LastIndexOfAny(['/', '\\']) + 1)..];
+        int colon = stem.IndexOf(':', StringComparison.Ordinal);
+        stem = colon < 0 ? stem : stem[..colon];
+        stem = new string([.. stem.Where(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')]);
+        if (stem.Length == 0 || stem.All(c => c == '.'))
+        {
+            stem = "sandbox";
+        }
+
+        string suffix = Convert.ToHexString(RandomNumberGenerator.GetBytes(3)).ToLowerInvariant();
+        return $"{stem[..Math.Min(stem.Length, 40)]}-{suffix}";
+    }
 
     /// <summary>Throws <see cref="SandboxException"/> unless <paramref name="name"/> is a valid sandbox name.</summary>
     public static void ValidateName(string? name)

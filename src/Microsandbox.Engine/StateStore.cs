@@ -11,6 +11,9 @@ namespace Microsandbox.Engine;
 internal sealed class StateStore
 {
     private const int SchemaVersion = 1;
+
+    // Nullable text columns that came after the first schema, in the order they came.
+    private static readonly string[] AddedColumns = ["base_path", "user_name", "entrypoint", "cmd"];
     private readonly string _connectionString;
     private readonly string _home;
 
@@ -69,11 +72,15 @@ internal sealed class StateStore
         }
 
         // Columns added after the first schema, added in place so existing homes keep working.
-        using var columns = connection.CreateCommand();
-        columns.CommandText = "SELECT COUNT(*) FROM pragma_table_info('sandboxes') WHERE name = 'base_path'";
-        if (Convert.ToInt32(columns.ExecuteScalar(), CultureInfo.InvariantCulture) == 0)
+        foreach (string column in AddedColumns)
         {
-            Execute(connection, "ALTER TABLE sandboxes ADD COLUMN base_path TEXT");
+            using var columns = connection.CreateCommand();
+            columns.CommandText = "SELECT COUNT(*) FROM pragma_table_info('sandboxes') WHERE name = $name";
+            columns.Parameters.AddWithValue("$name", column);
+            if (Convert.ToInt32(columns.ExecuteScalar(), CultureInfo.InvariantCulture) == 0)
+            {
+                Execute(connection, $"ALTER TABLE sandboxes ADD COLUMN {column} TEXT");
+            }
         }
 
         transaction.Commit();
@@ -87,8 +94,9 @@ internal sealed class StateStore
         using var insert = connection.CreateCommand();
         insert.CommandText = """
             INSERT INTO sandboxes (id, name, image, cpus, memory_mb, shell, working_directory, environment,
-                created_at, boot_timeout_ms, state, base_path)
-            VALUES ($id, $name, $image, $cpus, $memory, $shell, $cwd, $env, $created, $boot, $state, $base)
+                created_at, boot_timeout_ms, state, base_path, user_name, entrypoint, cmd)
+            VALUES ($id, $name, $image, $cpus, $memory, $shell, $cwd, $env, $created, $boot, $state, $base,
+                $user, $entrypoint, $cmd)
             ON CONFLICT(name) DO NOTHING
             """;
         insert.Parameters.AddWithValue("$id", record.Id);
@@ -103,6 +111,9 @@ internal sealed class StateStore
         insert.Parameters.AddWithValue("$boot", (object?)record.BootTimeoutMilliseconds ?? DBNull.Value);
         insert.Parameters.AddWithValue("$state", record.State.ToString());
         insert.Parameters.AddWithValue("$base", (object?)record.BasePath ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$user", (object?)record.User ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$entrypoint", JsonSerializer.Serialize(record.Entrypoint));
+        insert.Parameters.AddWithValue("$cmd", JsonSerializer.Serialize(record.Cmd));
         if (insert.ExecuteNonQuery() == 0)
         {
             return false;
@@ -148,7 +159,8 @@ internal sealed class StateStore
         {
             query.CommandText = """
                 SELECT id, name, image, cpus, memory_mb, shell, working_directory, environment, created_at,
-                    boot_timeout_ms, state, started_at, runtime_pid, accelerator, reason, base_path
+                    boot_timeout_ms, state, started_at, runtime_pid, accelerator, reason, base_path,
+                    user_name, entrypoint, cmd
                 FROM sandboxes ORDER BY name
                 """;
             using var reader = query.ExecuteReader();
@@ -174,6 +186,9 @@ internal sealed class StateStore
                     Accelerator = reader.IsDBNull(13) ? null : reader.GetString(13),
                     Reason = reader.IsDBNull(14) ? null : reader.GetString(14),
                     BasePath = reader.IsDBNull(15) ? null : reader.GetString(15),
+                    User = reader.IsDBNull(16) ? null : reader.GetString(16),
+                    Entrypoint = ReadList(reader, 17),
+                    Cmd = ReadList(reader, 18),
                     Labels = labels.TryGetValue(id, out var set) ? set : new Dictionary<string, string>(),
                     Directory = Path.Join(_home, "sandboxes", id),
                 });
@@ -217,6 +232,10 @@ internal sealed class StateStore
         delete.Parameters.AddWithValue("$id", id);
         delete.ExecuteNonQuery();
     }
+
+    // Null in rows written before the column existed.
+    private static List<string> ReadList(SqliteDataReader reader, int ordinal) =>
+        reader.IsDBNull(ordinal) ? [] : JsonSerializer.Deserialize<List<string>>(reader.GetString(ordinal)) ?? [];
 
     private SqliteConnection Open()
     {

@@ -37,9 +37,16 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
     public string FilePath { get; set; } = "";
 
     /// <summary>
-    /// <para type="description">Arguments for -FilePath, passed as they are, without shell parsing.</para>
+    /// <para type="description">Run the image's own command: its Entrypoint followed by -ArgumentList, or by its Cmd when no arguments are given, as docker run does.</para>
+    /// </summary>
+    [Parameter(Mandatory = true, ParameterSetName = "ImageCommand")]
+    public SwitchParameter UseImageCommand { get; set; }
+
+    /// <summary>
+    /// <para type="description">Arguments for -FilePath, passed as they are, without shell parsing; with -UseImageCommand, they replace the image's Cmd.</para>
     /// </summary>
     [Parameter(Position = 0, ParameterSetName = "FilePath")]
+    [Parameter(Position = 0, ParameterSetName = "ImageCommand")]
     public string[] ArgumentList { get; set; } = [];
 
     /// <summary>
@@ -55,6 +62,13 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
     public string? WorkingDirectory { get; set; }
 
     /// <summary>
+    /// <para type="description">The user to run as: a name or uid from the sandbox's /etc/passwd, optionally with :group. Default: the sandbox's user (New-Sandbox -User, else the image's, else root).</para>
+    /// </summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? User { get; set; }
+
+    /// <summary>
     /// <para type="description">Return one result object (ExitCode, Stdout, Stderr, Duration) instead of streaming lines.</para>
     /// </summary>
     [Parameter]
@@ -66,11 +80,23 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
         var command = new SandboxCommand
         {
             Script = ParameterSetName == "Command" ? Command : null,
-            Arguments = ParameterSetName == "FilePath" ? [FilePath, .. ArgumentList] : null,
+            Arguments = ParameterSetName switch
+            {
+                "FilePath" => [FilePath, .. ArgumentList],
+                "ImageCommand" => ArgumentList,
+                _ => null,
+            },
             Environment = ToDictionary(Environment),
             WorkingDirectory = WorkingDirectory,
+            User = User,
+            UseImageCommand = UseImageCommand,
         };
-        string display = ParameterSetName == "Command" ? Command : string.Join(' ', command.Arguments!);
+        string display = ParameterSetName switch
+        {
+            "Command" => Command,
+            "ImageCommand" => string.Join(' ', ["(image command)", .. ArgumentList]),
+            _ => string.Join(' ', command.Arguments!),
+        };
         var stdout = new LineSplitter();
         var stderr = new LineSplitter();
         var started = DateTimeOffset.Now;

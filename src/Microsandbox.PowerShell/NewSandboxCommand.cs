@@ -13,11 +13,11 @@ namespace Microsandbox.PowerShell;
 public sealed class NewSandboxCommand : SandboxCmdlet
 {
     /// <summary>
-    /// <para type="description">The sandbox's unique name: not empty, at most 128 UTF-8 bytes.</para>
+    /// <para type="description">The sandbox's unique name: not empty, at most 128 UTF-8 bytes. When omitted, a name is made from the image's name and six random hex digits, such as python-3fa81c.</para>
     /// </summary>
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
     [AllowEmptyString]
-    public string Name { get; set; } = "";
+    public string? Name { get; set; }
 
     /// <summary>
     /// <para type="description">The image of the root filesystem: an OCI image reference (python, 127.0.0.1:5000/app:1.0, name@sha256:...) or default, the built-in BusyBox image, which is also used when -Image is omitted.</para>
@@ -63,6 +63,13 @@ public sealed class NewSandboxCommand : SandboxCmdlet
     public string? WorkingDirectory { get; set; }
 
     /// <summary>
+    /// <para type="description">The user commands run as unless they name one: a name or uid from the image's /etc/passwd, optionally with :group. Default: the image config's User, else root.</para>
+    /// </summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? User { get; set; }
+
+    /// <summary>
     /// <para type="description">Shell that runs command strings (default /bin/sh).</para>
     /// </summary>
     [Parameter]
@@ -91,7 +98,8 @@ public sealed class NewSandboxCommand : SandboxCmdlet
     /// <inheritdoc/>
     protected override void ProcessRecord()
     {
-        if (!ShouldProcess(Name, Replace ? "Create sandbox, replacing any sandbox of that name" : "Create sandbox"))
+        string target = Name ?? $"(a new sandbox of {(string.IsNullOrEmpty(Image) ? SandboxOptions.DefaultImage : Image)})";
+        if (!ShouldProcess(target, Replace ? "Create sandbox, replacing any sandbox of that name" : "Create sandbox"))
         {
             return;
         }
@@ -104,6 +112,7 @@ public sealed class NewSandboxCommand : SandboxCmdlet
             MemoryMB = MemoryMB,
             WorkingDirectory = WorkingDirectory,
             Shell = Shell,
+            User = User,
             Replace = Replace,
             ReplaceTimeout = TimeSpan.FromSeconds(ReplaceTimeout),
             BootTimeout = BootTimeout > 0 ? TimeSpan.FromSeconds(BootTimeout) : null,

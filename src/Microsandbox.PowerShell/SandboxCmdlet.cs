@@ -246,6 +246,7 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
         SandboxErrorKind.Timeout => ErrorCategory.OperationTimeout,
         SandboxErrorKind.ResourceUnavailable => ErrorCategory.ResourceUnavailable,
         SandboxErrorKind.InvalidResult => ErrorCategory.InvalidResult,
+        SandboxErrorKind.PermissionDenied => ErrorCategory.PermissionDenied,
         _ => ErrorCategory.DeviceError,
     };
 

@@ -57,6 +57,13 @@ public sealed class ExecRequest
     /// <summary>Working directory; must exist. Null means <c>/</c>.</summary>
     public string? WorkingDirectory { get; init; }
 
+    /// <summary>
+    /// The user to run as, as an OCI image config names one: <c>name</c>, <c>uid</c>, or either with
+    /// <c>:group</c>, resolved against the guest's <c>/etc/passwd</c> and <c>/etc/group</c>. Null
+    /// means root.
+    /// </summary>
+    public string? User { get; init; }
+
     /// <summary>Whether the host will send <see cref="FrameType.Stdin"/>; if not, stdin is empty.</summary>
     public bool Stdin { get; init; }
 }

@@ -85,14 +85,18 @@ function Stop-TestRegistry {
 
 function Publish-TestImage {
     <#
-    Pushes the built-in image's layer, gzipped, with an image config that sets what the engine
-    applies, as <Reference>; returns the manifest's, config's and layer's digests. -Marker goes into
-    the config as a label, so that one layer can make images of different digests; without -Created
-    and -Marker the image is the same on every run, so a reused home holds one base for it.
+    Pushes a layer tar (the built-in image's unless -LayerPath), gzipped, with an image config that
+    sets what the engine applies, as <Reference>; returns the manifest's, config's and layer's
+    digests. -Marker goes into the config as a label, so that one layer can make images of different
+    digests; without -Created and -Marker the image is the same on every run, so a reused home holds
+    one base for it. -Setting adds or replaces keys of the config's "config" object (User, Cmd...).
     #>
-    param([string] $Reference, [string] $Marker = 'images', [string] $Created)
-    $guest = Join-Path (Split-Path $env:MSB_TEST_MODULE_PATH) 'guest'
-    $tar = [IO.File]::ReadAllBytes((Join-Path $guest 'rootfs.tar'))
+    param(
+        [string] $Reference, [string] $Marker = 'images', [string] $Created, [string] $LayerPath,
+        [System.Collections.IDictionary] $Setting = @{}
+    )
+    if (-not $LayerPath) { $LayerPath = Join-Path (Split-Path $env:MSB_TEST_MODULE_PATH) 'guest/rootfs.tar' }
+    $tar = [IO.File]::ReadAllBytes($LayerPath)
     $buffer = [IO.MemoryStream]::new()
     $gzip = [IO.Compression.GZipStream]::new($buffer, [IO.Compression.CompressionLevel]::Fastest, $true)
     $gzip.Write($tar, 0, $tar.Length)
@@ -112,6 +116,7 @@ function Publish-TestImage {
         }
         rootfs       = [ordered]@{ type = 'layers'; diff_ids = @($diffId) }
     }
+    foreach ($key in @($Setting.Keys | Sort-Object)) { $document.config[$key] = $Setting[$key] }
     if ($Created) { $document.created = $Created }
     $config = [Text.Encoding]::UTF8.GetBytes(($document | ConvertTo-Json -Depth 5))
     $client = [Microsandbox.Engine.Images.Registry.RegistryClient]::new()

@@ -16,6 +16,24 @@ public sealed class SandboxRulesTests
     public void ValidateName_accepts_ordinary_names(string name) => AssertNoThrow(() => SandboxRules.ValidateName(name));
 
     [Theory]
+    [InlineData("default", "default")]
+    [InlineData("python", "python")]
+    [InlineData("127.0.0.1:5000/team/python:3.12", "python")]
+    [InlineData("ghcr.io/org/app@sha256:0123", "app")]
+    [InlineData("./images/alpine.qcow2", "alpine.qcow2")]
+    [InlineData("/srv/rootfs/", "rootfs")]
+    [InlineData("..", "sandbox")]
+    [InlineData("/", "sandbox")]
+    public void GenerateName_takes_the_image_name_and_six_hex_digits(string image, string stem)
+    {
+        string name = SandboxRules.GenerateName(image);
+
+        Assert.Matches($"^{System.Text.RegularExpressions.Regex.Escape(stem)}-[0-9a-f]{{6}}$", name);
+        AssertNoThrow(() => SandboxRules.ValidateName(name));
+        Assert.NotEqual(name, SandboxRules.GenerateName(image));
+    }
+
+    [Theory]
     [InlineData("")]
     [InlineData(null)]
     public void ValidateName_rejects_an_empty_name(string? name)

@@ -46,6 +46,43 @@ public sealed class StateStoreTests : IDisposable
     }
 
     [Fact]
+    public void A_home_of_the_first_schema_gains_the_later_columns_and_keeps_its_rows()
+    {
+        Directory.CreateDirectory(_temp.Home.Root);
+        using (var connection = _temp.OpenDatabase())
+        using (var create = connection.CreateCommand())
+        {
+            // The sandboxes table as the first release wrote it, with one row in it.
+            create.CommandText = """
+                CREATE TABLE schema_version (version INTEGER NOT NULL);
+                INSERT INTO schema_version VALUES (1);
+                CREATE TABLE sandboxes (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, image TEXT NOT NULL,
+                    cpus INTEGER NOT NULL, memory_mb INTEGER NOT NULL, shell TEXT NOT NULL,
+                    working_directory TEXT NOT NULL, environment TEXT NOT NULL, created_at TEXT NOT NULL,
+                    boot_timeout_ms INTEGER, state TEXT NOT NULL, started_at TEXT, runtime_pid INTEGER,
+                    accelerator TEXT, reason TEXT);
+                INSERT INTO sandboxes (id, name, image, cpus, memory_mb, shell, working_directory,
+                    environment, created_at, state)
+                VALUES ('00000000000000aa', 'old', 'default', 1, 512, '/bin/sh', '/', '{}',
+                    '2025-01-01T00:00:00.0000000+00:00', 'Stopped');
+                """;
+            create.ExecuteNonQuery();
+        }
+
+        var store = new StateStore(_temp.Home);
+
+        SandboxRecord old = Assert.IsType<SandboxRecord>(store.Find("old"));
+        Assert.Null(old.BasePath);
+        Assert.Null(old.User);
+        Assert.Empty(old.Entrypoint);
+        Assert.Empty(old.Cmd);
+        Assert.Equal(SandboxState.Stopped, old.State);
+        Assert.Equal(4, _temp.Scalar("SELECT count(*) FROM pragma_table_info('sandboxes') "
+            + "WHERE name IN ('base_path', 'user_name', 'entrypoint', 'cmd')"));
+        Assert.True(store.TryInsert(_temp.NewRecord("new")));
+    }
+
+    [Fact]
     public void Insert_then_List_and_Find_round_trip_every_field()
     {
         var store = new StateStore(_temp.Home);
@@ -59,6 +96,9 @@ public sealed class StateStoreTests : IDisposable
             MemoryMB = 768,
             Shell = "/bin/ash",
             WorkingDirectory = "/work dir",
+            User = "app:staff",
+            Entrypoint = ["/docker-entrypoint.sh", "--with space"],
+            Cmd = ["serve", ""],
             Environment = Map(("PATH", "/usr/bin:/bin"), ("EMPTY", ""), ("QUOTE", "say \"hi\"\n\u00e9")),
             Labels = Map(("env", "prod"), ("valueless", ""), ("team.name", "a=b")),
             CreatedAt = created,
@@ -80,6 +120,9 @@ public sealed class StateStoreTests : IDisposable
             Assert.Equal(768, got.MemoryMB);
             Assert.Equal("/bin/ash", got.Shell);
             Assert.Equal("/work dir", got.WorkingDirectory);
+            Assert.Equal("app:staff", got.User);
+            Assert.Equal(sent.Entrypoint, got.Entrypoint);
+            Assert.Equal(sent.Cmd, got.Cmd);
             Assert.Equal(sent.Environment.OrderBy(p => p.Key), got.Environment.OrderBy(p => p.Key));
             Assert.Equal(sent.Labels.OrderBy(p => p.Key), got.Labels.OrderBy(p => p.Key));
             Assert.Equal("", got.Labels["valueless"]);
@@ -107,6 +150,9 @@ public sealed class StateStoreTests : IDisposable
         SandboxRecord got = Assert.IsType<SandboxRecord>(store.Find("bare"));
 
         Assert.Null(got.BootTimeoutMilliseconds);
+        Assert.Null(got.User);
+        Assert.Empty(got.Entrypoint);
+        Assert.Empty(got.Cmd);
         Assert.Empty(got.Labels);
         Assert.Empty(got.Environment);
         Assert.Equal(0, _temp.Scalar("SELECT count(*) FROM labels"));
