@@ -4,8 +4,9 @@
     Image measurements: pull and convert beside skopeo + mkfs.erofs, sandbox create time on a
     warm cache, and the disk used by N sandboxes of one image beside one.
 .DESCRIPTION
-    Starts Debian's docker-registry on loopback, pushes the built-in image's layer to it as an
-    OCI image, then measures in one invocation:
+    Starts Debian's docker-registry on loopback, pushes the built-in image's layer (or the layer
+    tar of -LayerPath, such as the Debian python3 image build.ps1 Test builds in
+    .cache/test-images) to it as an OCI image, then measures in one invocation:
       - our pull into an empty cache plus the EROFS base build, beside `skopeo copy` to an OCI
         layout, extracting the layer and `mkfs.erofs` of the result (the distribution's tools);
       - New-Sandbox of that image with the cache warm;
@@ -14,11 +15,14 @@
     Run after `./build.ps1 Build Guest`. Uses its own MSB_HOME under out/.
 .EXAMPLE
     dotnet pwsh ./bench/images.ps1 -Count 10
+.EXAMPLE
+    dotnet pwsh ./bench/images.ps1 -LayerPath (Get-Item .cache/test-images/python-*.tar)
 #>
 [CmdletBinding()]
 param(
     [int] $Count = 10,
     [int] $Iterations = 3,
+    [string] $LayerPath,
     [string] $Module = (Join-Path $PSScriptRoot '../out/Microsandbox/Microsandbox.psd1')
 )
 
@@ -37,8 +41,11 @@ function Get-AllocatedBytes([string] $Path) { [long](& du -s --block-size=1 $Pat
 
 $registry = Start-TestRegistry
 try {
-    $image = "127.0.0.1:$($registry.Port)/bench/busybox:1"
-    $null = Publish-TestImage -Reference $image
+    $image = "127.0.0.1:$($registry.Port)/bench/image:1"
+    $layer = if ($LayerPath) { (Resolve-Path $LayerPath).Path } else { Join-Path (Split-Path $Module) 'guest/rootfs.tar' }
+    $pushed = Publish-TestImage -Reference $image -LayerPath $layer
+    '{0}: {1:0.0} MiB as a tar, {2:0.0} MiB gzipped' -f (Split-Path $layer -Leaf), ((Get-Item $layer).Length / 1MB),
+        ($pushed.LayerSize / 1MB) | Write-Host
 
     $ours = foreach ($i in 1..$Iterations) {
         Remove-Item (Join-Path $env:MSB_HOME 'cache') -Recurse -Force -ErrorAction Ignore

@@ -9,7 +9,7 @@ namespace Microsandbox.Agent;
 internal sealed class AgentServer : IDisposable
 {
     private const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    private static readonly string[] Capabilities = ["exec", "stdin", "signal", "shutdown", "user"];
+    private static readonly string[] Capabilities = ["exec", "stdin", "signal", "shutdown", "user", "window"];
     private readonly Stream _input;
     private readonly FrameWriter _writer;
     private readonly string _kernelRelease;
@@ -89,8 +89,12 @@ internal sealed class AgentServer : IDisposable
             case FrameType.Stdin when _sessions.TryGetValue(frame.Session, out ExecSession? session):
                 session.QueueStdin(frame.Payload);
                 break;
+            case FrameType.Window when _sessions.TryGetValue(frame.Session, out ExecSession? session):
+                session.GrantOutput(frame.Read<WindowUpdate>().Bytes);
+                break;
             case FrameType.Signal when _sessions.TryGetValue(frame.Session, out ExecSession? session):
-                session.Signal(frame.Read<SignalRequest>().Signal);
+                var signal = frame.Read<SignalRequest>();
+                session.Signal(signal.Signal, signal.ProcessTree);
                 break;
             case FrameType.Shutdown:
                 Shutdown();
@@ -169,7 +173,7 @@ internal sealed class AgentServer : IDisposable
             lock (_spawnLock)
             {
                 process = Process.Start(info)!;
-                _sessions[id] = new ExecSession(id, process, _writer);
+                _sessions[id] = new ExecSession(id, process, _writer, request.FlowControl);
             }
         }
         catch (Win32Exception ex)
@@ -224,7 +228,7 @@ internal sealed class AgentServer : IDisposable
         GuestInit.Log("shutting down");
         foreach (ExecSession session in _sessions.Values)
         {
-            session.Signal(15);
+            session.Signal(15, processTree: false);
         }
 
         Native.Sync();

@@ -11,15 +11,20 @@ internal sealed class ExecSession : IDisposable
     private readonly uint _id;
     private readonly Process _process;
     private readonly FrameWriter _writer;
-    // Known limit: unbounded until per-session flow control exists; a process that never reads
-    // its stdin holds what the host sent in memory.
+
+    // Bounded by the host's window on a flow-controlled session (the host sends no more stdin
+    // than the agent granted); a session without flow control may queue without limit.
     private readonly Channel<ReadOnlyMemory<byte>> _stdin = Channel.CreateUnbounded<ReadOnlyMemory<byte>>();
 
-    public ExecSession(uint id, Process process, FrameWriter writer)
+    // Output credit the host granted; null when the session is not flow-controlled.
+    private readonly FlowWindow? _output;
+
+    public ExecSession(uint id, Process process, FrameWriter writer, bool flowControl)
     {
         _id = id;
         _process = process;
         _writer = writer;
+        _output = flowControl ? new FlowWindow() : null;
         Pid = process.Id;
         _ = Task.Run(FeedStdinAsync);
     }
@@ -48,33 +53,73 @@ internal sealed class ExecSession : IDisposable
     private async Task FeedStdinAsync()
     {
         Stream stdin = _process.StandardInput.BaseStream;
-        try
+        bool open = true;
+        await foreach (ReadOnlyMemory<byte> data in _stdin.Reader.ReadAllAsync().ConfigureAwait(false))
         {
-            await foreach (ReadOnlyMemory<byte> data in _stdin.Reader.ReadAllAsync().ConfigureAwait(false))
+            if (data.IsEmpty)
             {
-                if (data.IsEmpty)
-                {
-                    break;
-                }
+                break;
+            }
 
-                await stdin.WriteAsync(data).ConfigureAwait(false);
-                await stdin.FlushAsync().ConfigureAwait(false);
+            if (open)
+            {
+                try
+                {
+                    await stdin.WriteAsync(data).ConfigureAwait(false);
+                    await stdin.FlushAsync().ConfigureAwait(false);
+                }
+                catch (IOException)
+                {
+                    // The process closed its stdin or exited (head -n 1): later input is dropped,
+                    // as a shell pipe drops it; output and exit code still follow.
+                    open = false;
+                    stdin.Close();
+                }
+            }
+
+            if (_output is not null)
+            {
+                // The bytes are in the process's pipe (or dropped): the host may send as many more.
+                await _writer.WriteAsync(_id, FrameType.Window, new WindowUpdate { Bytes = data.Length })
+                    .ConfigureAwait(false);
             }
         }
-        catch (IOException)
+
+        if (open)
         {
-            // The process closed its stdin or exited; its output and exit code still follow.
-        }
-        finally
-        {
-            stdin.Close();
+            try
+            {
+                stdin.Close();
+            }
+            catch (IOException)
+            {
+                // Closing a pipe whose reader has gone fails the final flush; nothing is lost.
+            }
         }
     }
 
     /// <summary>Queues bytes for the process's stdin; an empty chunk closes it. Never blocks the channel.</summary>
     public void QueueStdin(ReadOnlyMemory<byte> data) => _stdin.Writer.TryWrite(data);
 
-    public void Signal(int signal) => _ = Native.Kill(Pid, signal);
+    /// <summary>Adds output credit the host granted.</summary>
+    public void GrantOutput(int bytes) => _output?.Grant(bytes);
+
+    public void Signal(int signal, bool processTree)
+    {
+        // The tree is found before any kill, so a child re-parented by its parent's death is not missed.
+        List<int> targets = processTree ? [Pid, .. ProcessTable.DescendantsOf(Pid)] : [Pid];
+        foreach (int pid in targets)
+        {
+            _ = Native.Kill(pid, signal);
+        }
+
+        if (signal == 9)
+        {
+            // The host gave up on the process (Ctrl+C, its client left): what is left unread
+            // is dropped rather than waited for, so the session ends.
+            _output?.Close();
+        }
+    }
 
     private async Task CopyAsync(Stream source, FrameType type)
     {
@@ -82,7 +127,18 @@ internal sealed class ExecSession : IDisposable
         int n;
         while ((n = await source.ReadAsync(buffer).ConfigureAwait(false)) > 0)
         {
-            await _writer.WriteAsync(_id, type, buffer.AsMemory(0, n)).ConfigureAwait(false);
+            for (int sent = 0; sent < n;)
+            {
+                int granted = _output is null ? n : await _output.TakeAsync(n - sent).ConfigureAwait(false);
+                if (granted == 0)
+                {
+                    // Closed: keep draining the pipe so the process is not blocked writing.
+                    break;
+                }
+
+                await _writer.WriteAsync(_id, type, buffer.AsMemory(sent, granted)).ConfigureAwait(false);
+                sent += granted;
+            }
         }
     }
 }

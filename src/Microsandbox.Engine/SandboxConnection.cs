@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using System.Threading.Channels;
 using Microsandbox.Protocol;
 
 namespace Microsandbox.Engine;
@@ -22,6 +23,9 @@ public sealed class SandboxConnection : IAsyncDisposable
 
     /// <summary>What the runtime said of itself and the guest.</summary>
     public HelloMessage Hello { get; private set; }
+
+    /// <summary>Whether the guest's agent flow-controls sessions (the <c>window</c> capability).</summary>
+    public bool SupportsFlowControl => Hello.Capabilities.Contains("window");
 
     /// <summary>
     /// Connects and waits for the runtime's hello, which it sends once the guest is ready. A boot
@@ -68,18 +72,95 @@ public sealed class SandboxConnection : IAsyncDisposable
     }
 
     /// <summary>
-    /// Runs a process and yields its output as it arrives, then its exit. Cancelling kills the
+    /// Runs a process and yields its output as it arrives, then its exit. Bytes read from
+    /// <paramref name="stdin"/> become the process's standard input, which is closed when the
+    /// reader completes. On a flow-controlled session the guest is granted more output only as the
+    /// caller takes events, and stdin is sent only as the guest grants it, so a slow consumer or a
+    /// process that does not read holds at most one window in memory. Cancelling kills the
     /// process in the guest.
     /// </summary>
     public async IAsyncEnumerable<ExecEvent> ExecAsync(
-        ExecRequest request, object target, [EnumeratorCancellation] CancellationToken cancellationToken)
+        ExecRequest request,
+        ChannelReader<ReadOnlyMemory<byte>>? stdin,
+        TimeSpan? timeout,
+        object target,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
         uint session = _nextSession;
         _nextSession += 2;
+        bool flow = request.FlowControl;
         await _writer.WriteAsync(session, FrameType.ExecRequest, request, cancellationToken).ConfigureAwait(false);
-        using var kill = cancellationToken.Register(() =>
-            _ = _writer.WriteAsync(session, FrameType.Signal, new SignalRequest { Signal = 9 }).AsTask());
+        using var kill = cancellationToken.Register(() => KillTree(session));
+
+        // Past the limit the tree is killed and the session ends as any other, with the real exit code.
+        bool timedOut = false;
+        using var limit = timeout is { } t ? new CancellationTokenSource(t) : null;
+        using var onLimit = limit?.Token.Register(() =>
+        {
+            timedOut = true;
+            KillTree(session);
+        });
+        FlowWindow? stdinWindow = flow && stdin is not null ? new FlowWindow() : null;
+        using var sessionEnd = new CancellationTokenSource();
+        Task feeding = stdin is null
+            ? Task.CompletedTask
+            : FeedStdinAsync(session, stdin, stdinWindow, sessionEnd.Token);
+        int consumed = 0;
+        try
+        {
+            while (true)
+            {
+                if (flow && consumed >= FlowWindow.GrantThreshold)
+                {
+                    // The caller has taken these bytes: the guest may send as many more.
+                    await _writer.WriteAsync(session, FrameType.Window, new WindowUpdate { Bytes = consumed },
+                        cancellationToken).ConfigureAwait(false);
+                    consumed = 0;
+                }
+
+                Frame frame = await NextFrameAsync(session, target, cancellationToken).ConfigureAwait(false);
+                switch (frame.Type)
+                {
+                    case FrameType.ExecStarted:
+                        yield return ExecEvent.Started(frame.Read<ExecStarted>().Pid);
+                        break;
+                    case FrameType.Stdout or FrameType.Stderr:
+                        yield return ExecEvent.Output(
+                            frame.Type == FrameType.Stdout ? OutputChannel.Stdout : OutputChannel.Stderr,
+                            frame.Payload);
+                        consumed += frame.Payload.Length;
+                        break;
+                    case FrameType.Window:
+                        stdinWindow?.Grant(frame.Read<WindowUpdate>().Bytes);
+                        break;
+                    case FrameType.Exited:
+                        var exited = frame.Read<ExecExited>();
+                        yield return ExecEvent.Exit(exited.ExitCode, exited.Signal, timedOut);
+                        yield break;
+                    case FrameType.ExecFailed or FrameType.Error:
+                        var error = frame.Read<ErrorMessage>();
+                        throw new SandboxException(error.Code, KindOf(error.Code), error.Message, target);
+                    default:
+                        break;
+                }
+            }
+        }
+        finally
+        {
+            await sessionEnd.CancelAsync().ConfigureAwait(false);
+            stdinWindow?.Close();
+            await feeding.ConfigureAwait(false);
+        }
+    }
+
+    private void KillTree(uint session) =>
+        _ = _writer.WriteAsync(session, FrameType.Signal, new SignalRequest { Signal = 9, ProcessTree = true })
+            .AsTask();
+
+    // The next frame of this session; the connection carries one command at a time.
+    private async Task<Frame> NextFrameAsync(uint session, object target, CancellationToken cancellationToken)
+    {
         while (true)
         {
             Frame? next;
@@ -99,32 +180,47 @@ public sealed class SandboxConnection : IAsyncDisposable
                     "The sandbox stopped while the command was running.", target);
             }
 
-            if (frame.Session != session)
+            if (frame.Session == session)
             {
-                continue;
+                return frame;
+            }
+        }
+    }
+
+    // Sends what the caller writes as stdin frames, within the guest's grants, then closes stdin.
+    // Ends quietly when the session ends first: input the process never needed is dropped.
+    private async Task FeedStdinAsync(
+        uint session, ChannelReader<ReadOnlyMemory<byte>> stdin, FlowWindow? window, CancellationToken sessionEnd)
+    {
+        const int chunk = 64 * 1024;
+        try
+        {
+            await foreach (ReadOnlyMemory<byte> data in stdin.ReadAllAsync(sessionEnd).ConfigureAwait(false))
+            {
+                for (int sent = 0; sent < data.Length;)
+                {
+                    int size = Math.Min(chunk, data.Length - sent);
+                    if (window is not null)
+                    {
+                        size = await window.TakeAsync(size, sessionEnd).ConfigureAwait(false);
+                        if (size == 0)
+                        {
+                            return;
+                        }
+                    }
+
+                    await _writer.WriteAsync(session, FrameType.Stdin, data.Slice(sent, size), sessionEnd)
+                        .ConfigureAwait(false);
+                    sent += size;
+                }
             }
 
-            switch (frame.Type)
-            {
-                case FrameType.ExecStarted:
-                    yield return ExecEvent.Started(frame.Read<ExecStarted>().Pid);
-                    break;
-                case FrameType.Stdout:
-                    yield return ExecEvent.Output(OutputChannel.Stdout, frame.Payload);
-                    break;
-                case FrameType.Stderr:
-                    yield return ExecEvent.Output(OutputChannel.Stderr, frame.Payload);
-                    break;
-                case FrameType.Exited:
-                    var exited = frame.Read<ExecExited>();
-                    yield return ExecEvent.Exit(exited.ExitCode, exited.Signal);
-                    yield break;
-                case FrameType.ExecFailed or FrameType.Error:
-                    var error = frame.Read<ErrorMessage>();
-                    throw new SandboxException(error.Code, KindOf(error.Code), error.Message, target);
-                default:
-                    break;
-            }
+            await _writer.WriteAsync(session, FrameType.Stdin, ReadOnlyMemory<byte>.Empty, sessionEnd)
+                .ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or ChannelClosedException)
+        {
+            // The session ended or the connection broke; the reader reports which.
         }
     }
 
@@ -192,8 +288,11 @@ public sealed class ExecEvent
     internal static ExecEvent Output(OutputChannel stream, ReadOnlyMemory<byte> data) =>
         new() { Kind = ExecEventKind.Output, Stream = stream, Data = data };
 
-    internal static ExecEvent Exit(int code, int? signal) =>
-        new() { Kind = ExecEventKind.Exited, ExitCode = code, Signal = signal };
+    /// <summary>Whether the engine killed the process because its time limit passed.</summary>
+    public bool TimedOut { get; private init; }
+
+    internal static ExecEvent Exit(int code, int? signal, bool timedOut = false) =>
+        new() { Kind = ExecEventKind.Exited, ExitCode = code, Signal = signal, TimedOut = timedOut };
 }
 
 /// <summary>The kinds of <see cref="ExecEvent"/>.</summary>

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Threading.Channels;
 using Microsandbox.Engine.Images.Registry;
 using Microsandbox.Protocol;
 
@@ -239,16 +240,20 @@ public sealed class SandboxEngine
             environment[key] = value;
         }
 
+        IReadOnlyList<string> argv = ArgvOf(sandbox, command);
+        await using var connection = await SandboxConnection.ConnectAsync(
+            ControlSocket(record), name, cancellationToken).ConfigureAwait(false);
         var request = new ExecRequest
         {
-            Argv = ArgvOf(sandbox, command),
+            Argv = argv,
             Environment = environment,
             WorkingDirectory = command.WorkingDirectory ?? sandbox.WorkingDirectory,
             User = command.User ?? sandbox.User,
+            Stdin = command.StandardInput is not null,
+            FlowControl = connection.SupportsFlowControl,
         };
-        await using var connection = await SandboxConnection.ConnectAsync(
-            ControlSocket(record), name, cancellationToken).ConfigureAwait(false);
-        await foreach (ExecEvent e in connection.ExecAsync(request, name, cancellationToken).ConfigureAwait(false))
+        await foreach (ExecEvent e in connection.ExecAsync(request, command.StandardInput, command.Timeout, name, cancellationToken)
+            .ConfigureAwait(false))
         {
             yield return e;
         }
@@ -616,6 +621,18 @@ public sealed class SandboxCommand
 
     /// <summary>Working directory for this command; null uses the sandbox's.</summary>
     public string? WorkingDirectory { get; init; }
+
+    /// <summary>
+    /// The process's standard input: each chunk read is sent as it comes, and stdin is closed when
+    /// the channel completes. Null gives the process an empty stdin.
+    /// </summary>
+    public ChannelReader<ReadOnlyMemory<byte>>? StandardInput { get; init; }
+
+    /// <summary>
+    /// How long the command may run; then its process tree in the guest is killed and its exit
+    /// event says it timed out. Null is no limit.
+    /// </summary>
+    public TimeSpan? Timeout { get; init; }
 
     /// <summary>The user to run as (<c>name</c>, <c>uid</c>, <c>name:group</c>); null uses the sandbox's.</summary>
     public string? User { get; init; }

@@ -1,17 +1,17 @@
 using System.Collections;
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Management.Automation;
+using System.Text;
 using Microsandbox.Engine;
 
 namespace Microsandbox.PowerShell;
 
 /// <summary>
 /// <para type="synopsis">Runs a command in a sandbox.</para>
-/// <para type="description">Runs a shell command string (with the sandbox's shell) or a program with arguments in a running sandbox. Standard output lines reach the pipeline as they arrive; standard error lines go to the error stream. The exit code is stored in $LASTEXITCODE, and a non-zero exit writes a SandboxCommandFailed error unless -PassThru is given.</para>
+/// <para type="description">Runs a shell command string (with the sandbox's shell) or a program with arguments in a running sandbox. Standard output lines reach the pipeline as they arrive; standard error lines go to the error stream. Data piped in (strings, bytes) becomes the command's standard input. The exit code is stored in $LASTEXITCODE, and a non-zero exit writes a SandboxCommandFailed error unless -PassThru is given.</para>
 /// </summary>
 [Cmdlet(VerbsLifecycle.Invoke, "SandboxCommand", DefaultParameterSetName = "Command")]
-[OutputType(typeof(string), typeof(SandboxCommandResult))]
+[OutputType(typeof(string), typeof(byte[]), typeof(SandboxCommandResult))]
 public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
 {
     /// <summary>
@@ -69,13 +69,139 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
     public string? User { get; set; }
 
     /// <summary>
+    /// <para type="description">Standard input for the command. Piped strings are sent as lines (UTF-8, each followed by a line feed), bytes and byte arrays as they are, other objects as their string form. Piped sandbox objects are not input: they choose the sandbox.</para>
+    /// </summary>
+    [Parameter(ValueFromPipeline = true)]
+    public PSObject? InputObject { get; set; }
+
+    /// <summary>
+    /// <para type="description">A host file whose bytes become the command's standard input, as they are.</para>
+    /// </summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? InputFile { get; set; }
+
+    /// <summary>
+    /// <para type="description">Write standard error to the output stream with standard output, instead of as error records.</para>
+    /// </summary>
+    [Parameter]
+    public SwitchParameter MergeError { get; set; }
+
+    /// <summary>
+    /// <para type="description">Write standard output as byte arrays, exactly as the command wrote it, instead of as lines of text.</para>
+    /// </summary>
+    [Parameter]
+    public SwitchParameter AsByteStream { get; set; }
+
+    /// <summary>
+    /// <para type="description">Seconds the command may run; then its process tree in the guest is killed and a SandboxCommandTimedOut error is written.</para>
+    /// </summary>
+    [Parameter]
+    [ValidateRange(1, int.MaxValue)]
+    public int Timeout { get; set; }
+
+    /// <summary>
     /// <para type="description">Return one result object (ExitCode, Stdout, Stderr, Duration) instead of streaming lines.</para>
     /// </summary>
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    // The run fed by pipeline input: started by the first input record, ended in EndProcessing.
+    private CommandRun? _fed;
+    private RunOutput? _fedOutput;
+    private readonly MemoryStream _pendingBytes = new();
+
     /// <inheritdoc/>
     protected override void ProcessRecord()
+    {
+        object? input = InputObject?.BaseObject;
+        if (input is null || input is Sandbox || !MyInvocation.BoundParameters.ContainsKey(nameof(InputObject)))
+        {
+            // A piped sandbox (or nothing piped) chooses where the command runs: one run per record.
+            RunOnce();
+            return;
+        }
+
+        if (_fed is null)
+        {
+            if (InputFile is not null)
+            {
+                ThrowTerminatingError(new ErrorRecord(
+                    new ArgumentException("Give standard input either by -InputFile or by -InputObject, not both."),
+                    "InputConflict", ErrorCategory.InvalidArgument, InputFile));
+            }
+
+            _fedOutput = new RunOutput(this);
+            _fed = Start(withStdin: true);
+            if (_fed is null)
+            {
+                return;
+            }
+        }
+
+        foreach (ReadOnlyMemory<byte> chunk in ToBytes(input))
+        {
+            if (!_fed.WriteInput(chunk, _fedOutput!.Handle))
+            {
+                // The command has ended; it takes no more input.
+                break;
+            }
+        }
+
+        foreach (ExecEvent e in _fed.Available())
+        {
+            _fedOutput!.Handle(e);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void EndProcessing()
+    {
+        if (_fed is null)
+        {
+            return;
+        }
+
+        using (_fed)
+        {
+            if (_pendingBytes.Length > 0)
+            {
+                _ = _fed.WriteInput(FlushPendingBytes(), _fedOutput!.Handle);
+            }
+
+            _fed.CompleteInput();
+            Finish(_fed, _fedOutput!);
+        }
+
+        _fed = null;
+    }
+
+    /// <inheritdoc/>
+    protected override void StopProcessing()
+    {
+        base.StopProcessing();
+        _fed?.Dispose();
+    }
+
+    private void RunOnce()
+    {
+        var output = new RunOutput(this);
+        using CommandRun? run = Start(withStdin: InputFile is not null);
+        if (run is null)
+        {
+            return;
+        }
+
+        if (InputFile is not null && !FeedFile(run, output))
+        {
+            return;
+        }
+
+        run.CompleteInput();
+        Finish(run, output);
+    }
+
+    private CommandRun? Start(bool withStdin)
     {
         var command = new SandboxCommand
         {
@@ -90,45 +216,50 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
             WorkingDirectory = WorkingDirectory,
             User = User,
             UseImageCommand = UseImageCommand,
+            Timeout = Timeout > 0 ? TimeSpan.FromSeconds(Timeout) : null,
         };
-        string display = ParameterSetName switch
-        {
-            "Command" => Command,
-            "ImageCommand" => string.Join(' ', ["(image command)", .. ArgumentList]),
-            _ => string.Join(' ', command.Arguments!),
-        };
-        var stdout = new LineSplitter();
-        var stderr = new LineSplitter();
-        var started = DateTimeOffset.Now;
-        var clock = Stopwatch.StartNew();
-        int? exitCode = null;
+        return new CommandRun(Engine, Name, command, withStdin, Cancellation);
+    }
+
+    private bool FeedFile(CommandRun run, RunOutput output)
+    {
+        string path = GetUnresolvedProviderPathFromPSPath(InputFile);
+        FileStream file;
         try
         {
-            foreach (ExecEvent e in Stream(command))
+            file = File.OpenRead(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            WriteError(new ErrorRecord(ex, "InputFileNotFound", ErrorCategory.ObjectNotFound, InputFile));
+            return false;
+        }
+
+        using (file)
+        {
+            var buffer = new byte[64 * 1024];
+            int n;
+            while ((n = file.Read(buffer)) > 0)
             {
-                switch (e.Kind)
+                // The channel keeps the chunk until it is sent: each gets its own array.
+                if (!run.WriteInput(buffer.AsSpan(0, n).ToArray(), output.Handle))
                 {
-                    case ExecEventKind.Started:
-                        WriteDebug($"Started process {e.Pid} in sandbox '{Name}'.");
-                        break;
-                    case ExecEventKind.Output when e.Stream == OutputChannel.Stdout:
-                        foreach (string line in stdout.Add(e.Data.Span))
-                        {
-                            WriteLine(line);
-                        }
-
-                        break;
-                    case ExecEventKind.Output:
-                        foreach (string line in stderr.Add(e.Data.Span))
-                        {
-                            WriteStderr(line);
-                        }
-
-                        break;
-                    case ExecEventKind.Exited:
-                        exitCode = e.ExitCode;
-                        break;
+                    break;
                 }
+            }
+        }
+
+        return true;
+    }
+
+    // Runs the command to its end on the pipeline thread, then reports the exit code.
+    private void Finish(CommandRun run, RunOutput output)
+    {
+        try
+        {
+            while (run.Next() is { } e)
+            {
+                output.Handle(e);
             }
         }
         catch (SandboxException ex)
@@ -137,93 +268,173 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
             return;
         }
 
-        if (stdout.Flush() is { } lastOut)
-        {
-            WriteLine(lastOut);
-        }
-
-        if (stderr.Flush() is { } lastErr)
-        {
-            WriteStderr(lastErr);
-        }
-
-        int code = exitCode ?? -1;
-        SessionState.PSVariable.Set("global:LASTEXITCODE", code);
-        WriteVerbose($"'{display}' exited with code {code} after {clock.Elapsed.TotalMilliseconds:0} ms.");
-        if (PassThru)
-        {
-            WriteObject(new SandboxCommandResult(
-                Name, display, code, stdout.Text, stderr.Text, started, clock.Elapsed));
-        }
-        else if (code != 0)
-        {
-            WriteSandboxError(new SandboxException("SandboxCommandFailed", SandboxErrorKind.InvalidResult,
-                $"The command '{display}' exited with code {code} in sandbox '{Name}'.", Name));
-        }
+        output.Complete();
     }
 
-    /// <summary>
-    /// The command's events on the pipeline thread, in arrival order, while the engine reads the
-    /// connection on the thread pool.
-    /// </summary>
-    private IEnumerable<ExecEvent> Stream(SandboxCommand command)
+    // Piped bytes arrive one per record: they are gathered into chunks, which strings flush.
+    private IEnumerable<ReadOnlyMemory<byte>> ToBytes(object input)
     {
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(Cancellation);
-        using var events = new BlockingCollection<ExecEvent>(boundedCapacity: 256);
-        Task pump = Task.Run(async () =>
+        switch (input)
         {
-            try
-            {
-                await foreach (ExecEvent e in Engine.ExecAsync(Name, command, stop.Token).ConfigureAwait(false))
+            case byte b:
+                _pendingBytes.WriteByte(b);
+                if (_pendingBytes.Length >= 64 * 1024)
                 {
-                    events.Add(e, stop.Token);
+                    yield return FlushPendingBytes();
                 }
-            }
-            finally
-            {
-                events.CompleteAdding();
-            }
-        });
-        try
-        {
-            foreach (ExecEvent e in events.GetConsumingEnumerable())
-            {
-                yield return e;
-            }
-        }
-        finally
-        {
-            // Leaving early (Ctrl+C, or -ErrorAction Stop on a stderr line) kills the guest
-            // process: cancelling the engine's read sends it SIGKILL.
-            if (!pump.IsCompleted)
-            {
-                stop.Cancel();
-            }
 
-            try
-            {
-                pump.GetAwaiter().GetResult();
-            }
-            catch (OperationCanceledException)
-            {
-                // Cancelled above or by Ctrl+C; PowerShell reports the stop itself.
-            }
+                yield break;
+            case byte[] bytes:
+                if (_pendingBytes.Length > 0)
+                {
+                    yield return FlushPendingBytes();
+                }
+
+                yield return bytes.ToArray();
+                yield break;
+            case string text:
+                if (_pendingBytes.Length > 0)
+                {
+                    yield return FlushPendingBytes();
+                }
+
+                yield return Encoding.UTF8.GetBytes(text + "\n");
+                yield break;
+            case IEnumerable items:
+                foreach (object? item in items)
+                {
+                    if (item is not null)
+                    {
+                        foreach (ReadOnlyMemory<byte> chunk in ToBytes(PSObject.AsPSObject(item).BaseObject))
+                        {
+                            yield return chunk;
+                        }
+                    }
+                }
+
+                yield break;
+            default:
+                foreach (ReadOnlyMemory<byte> chunk in ToBytes(LanguagePrimitives.ConvertTo<string>(input)))
+                {
+                    yield return chunk;
+                }
+
+                yield break;
         }
     }
 
-    private void WriteLine(string line)
+    private byte[] FlushPendingBytes()
     {
-        if (!PassThru)
-        {
-            WriteObject(line);
-        }
+        byte[] chunk = _pendingBytes.ToArray();
+        _pendingBytes.SetLength(0);
+        return chunk;
     }
 
-    private void WriteStderr(string line)
+    /// <summary>What one run writes to the pipeline, in the order the events came.</summary>
+    private sealed class RunOutput
     {
-        if (!PassThru)
+        private readonly InvokeSandboxCommandCommand _cmdlet;
+        private readonly LineSplitter _stdout;
+        private readonly LineSplitter _stderr;
+        private readonly Stopwatch _clock = Stopwatch.StartNew();
+        private readonly DateTimeOffset _started = DateTimeOffset.Now;
+        private int? _exitCode;
+        private bool _timedOut;
+
+        public RunOutput(InvokeSandboxCommandCommand cmdlet)
         {
-            WriteError(new ErrorRecord(new RemoteException(line), "SandboxCommandStderr", ErrorCategory.FromStdErr, Name));
+            _cmdlet = cmdlet;
+            _stdout = new LineSplitter(keepText: cmdlet.PassThru);
+            _stderr = new LineSplitter(keepText: cmdlet.PassThru);
+        }
+
+        private string Display => _cmdlet.ParameterSetName switch
+        {
+            "Command" => _cmdlet.Command,
+            "ImageCommand" => string.Join(' ', ["(image command)", .. _cmdlet.ArgumentList]),
+            _ => string.Join(' ', [_cmdlet.FilePath, .. _cmdlet.ArgumentList]),
+        };
+
+        public void Handle(ExecEvent e)
+        {
+            switch (e.Kind)
+            {
+                case ExecEventKind.Started:
+                    _cmdlet.WriteDebug($"Started process {e.Pid} in sandbox '{_cmdlet.Name}'.");
+                    break;
+                case ExecEventKind.Output:
+                    bool isError = e.Stream == OutputChannel.Stderr && !_cmdlet.MergeError;
+                    if (_cmdlet.AsByteStream && !isError && !_cmdlet.PassThru)
+                    {
+                        _cmdlet.WriteObject(e.Data.ToArray(), enumerateCollection: false);
+                        break;
+                    }
+
+                    LineSplitter splitter = e.Stream == OutputChannel.Stdout ? _stdout : _stderr;
+                    foreach (string line in splitter.Add(e.Data.Span))
+                    {
+                        Write(line, isError);
+                    }
+
+                    break;
+                case ExecEventKind.Exited:
+                    _exitCode = e.ExitCode;
+                    _timedOut = e.TimedOut;
+                    break;
+            }
+        }
+
+        public void Complete()
+        {
+            if (_stdout.Flush() is { } lastOut)
+            {
+                Write(lastOut, isError: false);
+            }
+
+            if (_stderr.Flush() is { } lastErr)
+            {
+                Write(lastErr, isError: !_cmdlet.MergeError);
+            }
+
+            int code = _exitCode ?? -1;
+            _cmdlet.SessionState.PSVariable.Set("global:LASTEXITCODE", code);
+            _cmdlet.WriteVerbose(
+                $"'{Display}' exited with code {code} after {_clock.Elapsed.TotalMilliseconds:0} ms.");
+            if (_timedOut)
+            {
+                _cmdlet.WriteSandboxError(new SandboxException("SandboxCommandTimedOut", SandboxErrorKind.Timeout,
+                    $"The command '{Display}' ran longer than {_cmdlet.Timeout} s in sandbox '{_cmdlet.Name}'; "
+                    + $"its process tree was killed (exit code {code}).", _cmdlet.Name));
+            }
+
+            if (_cmdlet.PassThru)
+            {
+                _cmdlet.WriteObject(new SandboxCommandResult(
+                    _cmdlet.Name, Display, code, _stdout.Text, _stderr.Text, _started, _clock.Elapsed));
+            }
+            else if (code != 0 && !_timedOut)
+            {
+                _cmdlet.WriteSandboxError(new SandboxException("SandboxCommandFailed", SandboxErrorKind.InvalidResult,
+                    $"The command '{Display}' exited with code {code} in sandbox '{_cmdlet.Name}'.", _cmdlet.Name));
+            }
+        }
+
+        private void Write(string line, bool isError)
+        {
+            if (_cmdlet.PassThru)
+            {
+                return;
+            }
+
+            if (isError)
+            {
+                _cmdlet.WriteError(new ErrorRecord(
+                    new RemoteException(line), "SandboxCommandStderr", ErrorCategory.FromStdErr, _cmdlet.Name));
+            }
+            else
+            {
+                _cmdlet.WriteObject(line);
+            }
         }
     }
 }

@@ -7,17 +7,22 @@ internal sealed class LineSplitter
 {
     private readonly Decoder _decoder = new UTF8Encoding(false).GetDecoder();
     private readonly StringBuilder _pending = new();
-    private readonly StringBuilder _all = new();
 
-    /// <summary>Everything decoded so far.</summary>
-    public string Text => _all.ToString();
+    // Null unless the whole text is wanted: streamed output of any size must not accumulate.
+    private readonly StringBuilder? _all;
+
+    /// <summary>Creates a splitter; with <paramref name="keepText"/> it also keeps everything decoded.</summary>
+    public LineSplitter(bool keepText = false) => _all = keepText ? new StringBuilder() : null;
+
+    /// <summary>Everything decoded so far, when the splitter keeps it; otherwise empty.</summary>
+    public string Text => _all?.ToString() ?? "";
 
     /// <summary>Adds a chunk and returns the lines it completed, without their line endings.</summary>
     public IReadOnlyList<string> Add(ReadOnlySpan<byte> chunk)
     {
         var chars = new char[_decoder.GetCharCount(chunk, flush: false)];
         int n = _decoder.GetChars(chunk, chars, flush: false);
-        _all.Append(chars, 0, n);
+        _all?.Append(chars, 0, n);
         var lines = new List<string>();
         foreach (char c in chars.AsSpan(0, n))
         {

@@ -42,6 +42,12 @@ public enum FrameType : byte
     /// <summary>Deliver a signal to the session's process (JSON <see cref="SignalRequest"/>).</summary>
     Signal = 0x17,
 
+    /// <summary>
+    /// Credit for more data on a flow-controlled session (JSON <see cref="WindowUpdate"/>): the
+    /// receiver of Stdout and Stderr grants the agent more output, the agent grants the host more stdin.
+    /// </summary>
+    Window = 0x18,
+
     /// <summary>Stop the guest gracefully (JSON <see cref="ShutdownRequest"/>), on session 0.</summary>
     Shutdown = 0x20,
 }
@@ -55,7 +61,7 @@ public static class FrameTypes
         FrameType.Hello or FrameType.HelloAck or FrameType.Ping or FrameType.Pong or FrameType.Error
             or FrameType.ExecRequest or FrameType.ExecStarted or FrameType.Stdout or FrameType.Stderr
             or FrameType.Stdin or FrameType.Exited or FrameType.ExecFailed or FrameType.Signal
-            or FrameType.Shutdown => true,
+            or FrameType.Window or FrameType.Shutdown => true,
         _ => false,
     };
 

@@ -66,6 +66,14 @@ public sealed class ExecRequest
 
     /// <summary>Whether the host will send <see cref="FrameType.Stdin"/>; if not, stdin is empty.</summary>
     public bool Stdin { get; init; }
+
+    /// <summary>
+    /// Whether the session is flow-controlled: each side may have at most
+    /// <see cref="FlowWindow.InitialBytes"/> of data unacknowledged, and sends more only as the
+    /// other grants it with <see cref="FrameType.Window"/>. Asked only of an agent that advertises
+    /// the <c>window</c> capability.
+    /// </summary>
+    public bool FlowControl { get; init; }
 }
 
 /// <summary>The process is running.</summary>
@@ -90,6 +98,16 @@ public sealed class SignalRequest
 {
     /// <summary>Linux signal number (for example 15 for SIGTERM, 9 for SIGKILL).</summary>
     public int Signal { get; init; }
+
+    /// <summary>Whether the process's descendants get the signal too (a shell's children, say).</summary>
+    public bool ProcessTree { get; init; }
+}
+
+/// <summary>Credit for more data on a flow-controlled session.</summary>
+public sealed class WindowUpdate
+{
+    /// <summary>How many more payload bytes the other side may send; positive.</summary>
+    public int Bytes { get; init; }
 }
 
 /// <summary>Asks the guest (or the runtime, for a whole sandbox) to stop.</summary>
@@ -117,5 +135,6 @@ public sealed class ShutdownRequest
 [JsonSerializable(typeof(ExecExited))]
 [JsonSerializable(typeof(SignalRequest))]
 [JsonSerializable(typeof(ShutdownRequest))]
+[JsonSerializable(typeof(WindowUpdate))]
 [JsonSerializable(typeof(Dictionary<string, string>))]
 internal sealed partial class ProtocolJsonContext : JsonSerializerContext;

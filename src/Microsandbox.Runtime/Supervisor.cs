@@ -228,7 +228,7 @@ internal sealed class Supervisor : IDisposable
             {
                 if (frame.Session != 0)
                 {
-                    await RouteToClientAsync(frame).ConfigureAwait(false);
+                    RouteToClient(frame);
                 }
                 else if (frame.Type == FrameType.Hello && !_ready.Task.IsCompleted)
                 {
@@ -270,7 +270,7 @@ internal sealed class Supervisor : IDisposable
         }
     }
 
-    private async Task RouteToClientAsync(Frame frame)
+    private void RouteToClient(Frame frame)
     {
         Route? route;
         lock (_gate)
@@ -286,16 +286,7 @@ internal sealed class Supervisor : IDisposable
             return;
         }
 
-        try
-        {
-            // Known limit: a client that reads slowly holds up every session on this channel until
-            // per-session flow control exists.
-            await route.Client.WriteAsync(route.ClientSession, frame.Type, frame.Payload).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
-        {
-            // The client left; its sessions are ended when its reader notices.
-        }
+        route.Client.Post(route.ClientSession, frame.Type, frame.Payload);
     }
 
     private async Task AcceptClientsAsync(Socket listener)
@@ -320,6 +311,7 @@ internal sealed class Supervisor : IDisposable
     {
         using var stream = new NetworkStream(socket, ownsSocket: true);
         using var writer = new FrameWriter(stream);
+        var link = new ClientLink(writer);
         var reader = new FrameReader(stream);
         var mine = new Dictionary<uint, uint>();
         try
@@ -344,7 +336,7 @@ internal sealed class Supervisor : IDisposable
             }).ConfigureAwait(false);
             while (await reader.ReadAsync().ConfigureAwait(false) is Frame frame)
             {
-                await HandleClientFrameAsync(frame, writer, mine).ConfigureAwait(false);
+                await HandleClientFrameAsync(frame, link, mine).ConfigureAwait(false);
             }
         }
         catch (Exception ex) when (ex is IOException or ProtocolException or SocketException)
@@ -353,18 +345,19 @@ internal sealed class Supervisor : IDisposable
         }
         finally
         {
+            link.Complete();
             await EndClientSessionsAsync(mine).ConfigureAwait(false);
         }
     }
 
-    private async Task HandleClientFrameAsync(Frame frame, FrameWriter client, Dictionary<uint, uint> mine)
+    private async Task HandleClientFrameAsync(Frame frame, ClientLink client, Dictionary<uint, uint> mine)
     {
         if (frame.Session == 0)
         {
             switch (frame.Type)
             {
                 case FrameType.Ping:
-                    await client.WriteAsync(0, FrameType.Pong, frame.Payload).ConfigureAwait(false);
+                    await client.Writer.WriteAsync(0, FrameType.Pong, frame.Payload).ConfigureAwait(false);
                     break;
                 case FrameType.Shutdown:
                     var request = frame.Read<ShutdownRequest>();
@@ -414,7 +407,8 @@ internal sealed class Supervisor : IDisposable
                 // A client that disconnects mid-command takes its process with it.
                 try
                 {
-                    await _agent.WriteAsync(agentSession, FrameType.Signal, new SignalRequest { Signal = 9 })
+                    await _agent.WriteAsync(agentSession, FrameType.Signal,
+                        new SignalRequest { Signal = 9, ProcessTree = true })
                         .ConfigureAwait(false);
                 }
                 catch (IOException)
@@ -464,5 +458,5 @@ internal sealed class Supervisor : IDisposable
     private static void Log(string message) =>
         Console.Error.WriteLine($"{DateTimeOffset.UtcNow:O} {message}");
 
-    private sealed record Route(FrameWriter Client, uint ClientSession);
+    private sealed record Route(ClientLink Client, uint ClientSession);
 }
