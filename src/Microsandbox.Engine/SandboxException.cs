@@ -29,6 +29,9 @@ public enum SandboxErrorKind
 
     /// <summary>An operation ran but its outcome is a failure (a command's non-zero exit).</summary>
     InvalidResult,
+
+    /// <summary>A file the caller gave is not what it should be (an image archive that is no archive).</summary>
+    InvalidData,
 }
 
 /// <summary>
