@@ -64,6 +64,8 @@ function Invoke-Bootstrap {
         # The image tests pull from a real registry on loopback, one with htpasswd (bcrypt) auth.
         'docker-registry'    = 'docker-registry'
         'htpasswd'           = 'apache2-utils'
+        # The import tests write OCI layouts and docker archives from that registry.
+        'skopeo'             = 'skopeo'
     }
     $missing = @($needed.Keys | Where-Object { -not (Get-Command $_ -ErrorAction Ignore) } |
         ForEach-Object { $needed[$_] })
