@@ -68,6 +68,8 @@ function Invoke-Bootstrap {
         'htpasswd'           = 'apache2-utils'
         # Builds the Debian image with python3 that the tests push to that registry.
         'mmdebstrap'         = 'mmdebstrap'
+        # The import tests write OCI layouts and docker archives from that registry.
+        'skopeo'             = 'skopeo'
     }
     $missing = @($needed.Keys | Where-Object { -not (Get-Command $_ -ErrorAction Ignore) } |
         ForEach-Object { $needed[$_] })

@@ -1,5 +1,6 @@
 using Microsandbox.Engine.Images.Cache;
 using Microsandbox.Engine.Images.Erofs;
+using Microsandbox.Engine.Images.Layout;
 using Microsandbox.Engine.Images.Registry;
 
 namespace Microsandbox.Engine;
@@ -27,7 +28,8 @@ internal sealed record SandboxImage(string Reference, string BasePath, ImageConf
 /// Turns an image name into a sandbox base: the built-in image from the module's layer tar, an OCI
 /// image from its registry through the layer cache. Each base is built once, named by the layer
 /// tar's or the manifest's digest, so every sandbox of one image shares one file. Also lists, pulls
-/// ahead of time and removes the cached images (Get-, Save- and Remove-SandboxImage).
+/// ahead of time, imports from files and removes the cached images (Get-, Save-, Import- and
+/// Remove-SandboxImage).
 /// </summary>
 public sealed class ImageStore
 {
@@ -83,6 +85,80 @@ public sealed class ImageStore
                 $"The image {resolved.Reference} was removed from the cache while it was pulled.",
                 resolved.Reference);
         return Describe(cache, entry);
+    }
+
+    /// <summary>
+    /// Imports an image from an OCI image layout (a folder, or a tar or gzip tar of one) or a
+    /// docker save archive, without any network: every blob is copied into the cache verified
+    /// against its digest, the host's platform is chosen as a pull chooses it, the EROFS base is
+    /// built, and then the image is recorded under each of its references as a pull records it.
+    /// <paramref name="reference"/> names the image (and chooses it when the export holds
+    /// several); without it the export's own full names are used. On any failure nothing this
+    /// import added stays: no reference, no blob that no other image needs, no base.
+    /// </summary>
+    public async Task<IReadOnlyList<SandboxImageInfo>> ImportAsync(
+        string path,
+        string? reference,
+        IProgress<LayerProgress>? layers,
+        IProgress<SandboxMessage>? progress,
+        CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        string full = Path.GetFullPath(path);
+        var cache = LayerCache.ForHome(_home);
+        using ImageArchive archive = ImageArchive.Open(full, cache.IncomingDirectory, cancellationToken);
+        ArchiveImage image = OciLayout.Recognizes(archive)
+            ? OciLayout.Read(archive, reference, ImagePlatform.Host)
+            : DockerArchive.Recognizes(archive)
+            ? DockerArchive.Read(archive, reference, ImagePlatform.Host)
+            : throw LayoutErrors.Invalid(full,
+                $"it holds neither an {OciLayout.MarkerFile} file nor a {DockerArchive.ManifestFile}");
+        string digest = image.ManifestDigest;
+        ImageReference? pinned = image.Names.Select(ImageReference.Parse)
+            .FirstOrDefault(name => name.Digest is not null && name.Digest != digest);
+        if (pinned is not null)
+        {
+            throw new SandboxException("InvalidImageReference", SandboxErrorKind.InvalidArgument,
+                $"The reference {pinned} pins another digest than the image in '{full}', {digest}.", full);
+        }
+
+        string names = string.Join(", ", image.Names);
+        progress?.Report(new(SandboxMessageLevel.Verbose, $"Importing {names} ({image.Platform}, "
+            + $"{image.Manifest.Layers.Count} layer(s)) from '{full}'."));
+        var published = new List<string>();
+        var recorded = new List<string>();
+        bool hadBase = File.Exists(BasePathOf(digest));
+        try
+        {
+            await image.StoreAsync(archive, cache, layers, published, cancellationToken).ConfigureAwait(false);
+            await EnsureBaseAsync(cache, names, digest, image.Manifest, progress, cancellationToken)
+                .ConfigureAwait(false);
+            foreach (string name in image.Names)
+            {
+                if (cache.FindReference(name) is { } earlier && earlier.ManifestDigest != digest)
+                {
+                    progress?.Report(new(SandboxMessageLevel.Verbose,
+                        $"{name} was {earlier.ManifestDigest}; it now names the imported image."));
+                }
+
+                await cache.SetReferenceAsync(new CachedReference
+                {
+                    Reference = name,
+                    ManifestDigest = digest,
+                    IndexDigest = image.IndexJson is null ? null : ContentDigest.Of(image.IndexJson),
+                    Platform = image.Platform.ToString(),
+                    PulledAt = DateTimeOffset.UtcNow,
+                }, cancellationToken).ConfigureAwait(false);
+                recorded.Add(name);
+            }
+        }
+        catch
+        {
+            TakeBack(cache, recorded, published, hadBase ? null : digest);
+            throw;
+        }
+
+        return [.. image.Names.Select(name => Describe(cache, cache.FindReference(name)!))];
     }
 
     /// <summary>
@@ -185,14 +261,28 @@ public sealed class ImageStore
                 cancellationToken).ConfigureAwait(false);
         }
 
+        string basePath = await EnsureBaseAsync(cache, reference.ToString(), pulled.ManifestDigest,
+            pulled.Manifest, progress, cancellationToken).ConfigureAwait(false);
+        return new SandboxImage(reference.ToString(), basePath, pulled.Config);
+    }
+
+    // The image's EROFS base, built from its cached layers unless it exists.
+    private async Task<string> EnsureBaseAsync(
+        LayerCache cache,
+        string reference,
+        string manifestDigest,
+        ImageManifest manifest,
+        IProgress<SandboxMessage>? progress,
+        CancellationToken cancellationToken)
+    {
         SandboxHome.CreatePrivateDirectory(ImagesDirectory);
-        string basePath = BasePathOf(pulled.ManifestDigest);
+        string basePath = BasePathOf(manifestDigest);
         if (!File.Exists(basePath))
         {
             progress?.Report(new(SandboxMessageLevel.Verbose,
-                $"Building the EROFS base of {reference} from {pulled.Manifest.Layers.Count} layer(s)."));
+                $"Building the EROFS base of {reference} from {manifest.Layers.Count} layer(s)."));
             IReadOnlyList<string> dropped = await new ErofsImageBuilder()
-                .WriteFromLayersAsync(OpenLayers(cache, pulled), basePath, null, cancellationToken)
+                .WriteFromLayersAsync(OpenLayers(cache, manifest), basePath, null, cancellationToken)
                 .ConfigureAwait(false);
             foreach (string xattr in dropped)
             {
@@ -200,7 +290,28 @@ public sealed class ImageStore
             }
         }
 
-        return new SandboxImage(reference.ToString(), basePath, pulled.Config);
+        return basePath;
+    }
+
+    // Undoes a failed import: its records, the blobs it published that no recorded image needs,
+    // and the base it built. A pull that found one of those blobs cached in that moment pulls it
+    // again on its next use, as after a removal.
+    private void TakeBack(
+        LayerCache cache, List<string> recorded, List<string> published, string? builtBase)
+    {
+        recorded.ForEach(name => cache.RemoveReference(name));
+        List<CachedReference> others = [.. cache.ListReferences()];
+        var kept = new HashSet<string>(
+            others.SelectMany(other => BlobsOf(cache, other)), StringComparer.Ordinal);
+        foreach (string digest in published.Where(digest => !kept.Contains(digest)))
+        {
+            cache.RemoveBlob(digest);
+        }
+        if (builtBase is not null && others.TrueForAll(other => other.ManifestDigest != builtBase)
+            && File.Exists(BasePathOf(builtBase)))
+        {
+            File.Delete(BasePathOf(builtBase));
+        }
     }
 
     private static void RejectBuiltIn(string image)
@@ -289,9 +400,9 @@ public sealed class ImageStore
         || image.StartsWith("../", StringComparison.Ordinal) || image.StartsWith('~') || image is "." or "..";
 
     // One layer open at a time: each stream is disposed when the builder asks for the next.
-    private static IEnumerable<Stream> OpenLayers(LayerCache cache, PulledImage image)
+    private static IEnumerable<Stream> OpenLayers(LayerCache cache, ImageManifest manifest)
     {
-        foreach (OciDescriptor layer in image.Manifest.Layers)
+        foreach (OciDescriptor layer in manifest.Layers)
         {
             using Stream tar = LayerTar.Open(cache, layer.Digest, layer.MediaType);
             yield return tar;

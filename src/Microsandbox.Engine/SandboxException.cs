@@ -32,6 +32,9 @@ public enum SandboxErrorKind
 
     /// <summary>The guest refused access (a user who may not enter a folder or run a file).</summary>
     PermissionDenied,
+
+    /// <summary>A file the caller gave is not what it should be (an image archive that is no archive).</summary>
+    InvalidData,
 }
 
 /// <summary>

@@ -5,9 +5,10 @@ namespace Microsandbox.PowerShell;
 
 /// <summary>
 /// One progress bar per layer under one for the image, written from the pipeline thread. Each
-/// write is a new record, since hosts may keep the records they were given.
+/// write is a new record, since hosts may keep the records they were given. The image's bar is
+/// named by <paramref name="verb"/>: Pulling, or Importing for an image read from a file.
 /// </summary>
-internal sealed class LayerProgressView(Cmdlet cmdlet, string image)
+internal sealed class LayerProgressView(Cmdlet cmdlet, string image, string verb = "Pulling")
 {
     private const int ImageActivity = 1;
 
@@ -28,7 +29,7 @@ internal sealed class LayerProgressView(Cmdlet cmdlet, string image)
 
         long done = _layers.Values.Sum(l => l.Done);
         long total = _layers.Values.Sum(l => l.Total);
-        cmdlet.WriteProgress(new ProgressRecord(ImageActivity, $"Pulling {image}",
+        cmdlet.WriteProgress(new ProgressRecord(ImageActivity, $"{verb} {image}",
             $"{done:N0} of {total:N0} bytes in {_layers.Count} layer(s) so far")
         {
             PercentComplete = Percent(done, total),
@@ -52,7 +53,7 @@ internal sealed class LayerProgressView(Cmdlet cmdlet, string image)
             });
         }
 
-        cmdlet.WriteProgress(new ProgressRecord(ImageActivity, $"Pulling {image}", "Done")
+        cmdlet.WriteProgress(new ProgressRecord(ImageActivity, $"{verb} {image}", "Done")
         {
             RecordType = ProgressRecordType.Completed,
         });

@@ -247,6 +247,7 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
         SandboxErrorKind.ResourceUnavailable => ErrorCategory.ResourceUnavailable,
         SandboxErrorKind.InvalidResult => ErrorCategory.InvalidResult,
         SandboxErrorKind.PermissionDenied => ErrorCategory.PermissionDenied,
+        SandboxErrorKind.InvalidData => ErrorCategory.InvalidData,
         _ => ErrorCategory.DeviceError,
     };
 

@@ -10,8 +10,11 @@ namespace Microsandbox.Engine.Images.Cache;
 /// </summary>
 public static class LayerTar
 {
-    private static readonly byte[] GzipMagic = [0x1f, 0x8b];
-    private static readonly byte[] ZstdMagic = [0x28, 0xb5, 0x2f, 0xfd];
+    /// <summary>The first bytes of a gzip stream.</summary>
+    internal static readonly byte[] GzipMagic = [0x1f, 0x8b];
+
+    /// <summary>The first bytes of a zstd frame.</summary>
+    internal static readonly byte[] ZstdMagic = [0x28, 0xb5, 0x2f, 0xfd];
 
     /// <summary>
     /// Wraps <paramref name="blob"/> in the right decompressor and takes ownership of it; a stream

@@ -95,6 +95,28 @@ public sealed record ImageManifest
 
     /// <summary>The manifest as JSON, as it would be pushed.</summary>
     public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, ManifestJson.Options);
+
+    /// <summary>
+    /// Fails unless this is an image a sandbox can be made from: an image config
+    /// (<c>UnsupportedManifest</c>) and layers that unpack (<c>UnsupportedLayerType</c>).
+    /// </summary>
+    internal void EnsureUnpackable(object target)
+    {
+        string configType = Config.MediaType;
+        if (configType is not ("" or ImageMediaTypes.OciConfig or ImageMediaTypes.DockerConfig))
+        {
+            throw RegistryErrors.Unsupported(target,
+                $"its config is of type '{configType}', not an image config");
+        }
+
+        OciDescriptor? foreign = Layers.FirstOrDefault(l => !LayerTar.IsLayerMediaType(l.MediaType));
+        if (foreign is not null)
+        {
+            throw new SandboxException("UnsupportedLayerType", SandboxErrorKind.InvalidArgument,
+                $"The image {target} has a layer of type '{foreign.MediaType}', which cannot be unpacked.",
+                target);
+        }
+    }
 }
 
 /// <summary>An image index (OCI) or manifest list (Docker): one manifest per platform.</summary>

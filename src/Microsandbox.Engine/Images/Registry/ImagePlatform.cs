@@ -44,6 +44,19 @@ public sealed record ImagePlatform(string Os, string Architecture, string? Varia
         && NormalizeArchitecture(architecture.ToLowerInvariant()) == Architecture
         && (Variant is null || string.Equals(variant, Variant, StringComparison.OrdinalIgnoreCase));
 
+    /// <summary>
+    /// Fails with <c>ImagePlatformNotFound</c> when the image config says it is built for another
+    /// platform; a config that names none passes.
+    /// </summary>
+    internal void EnsureRuns(ImageConfig config, object target)
+    {
+        if (config.Architecture is not null && !Accepts(config.Os, config.Architecture, config.Variant))
+        {
+            throw new SandboxException("ImagePlatformNotFound", SandboxErrorKind.NotFound,
+                $"The image {target} is built for {config.Os}/{config.Architecture}, not {this}.", target);
+        }
+    }
+
     /// <summary><c>os/architecture[/variant]</c>.</summary>
     public override string ToString() =>
         Variant is null ? $"{Os}/{Architecture}" : $"{Os}/{Architecture}/{Variant}";

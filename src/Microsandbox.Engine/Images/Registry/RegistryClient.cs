@@ -120,7 +120,7 @@ public sealed class RegistryClient : IDisposable
                 .ConfigureAwait(false);
             if (document.IsIndex)
             {
-                throw Unsupported(target, "its index points at another index");
+                throw RegistryErrors.Unsupported(target, "its index points at another index");
             }
         }
 
@@ -250,31 +250,13 @@ public sealed class RegistryClient : IDisposable
         ResolvedImage resolved = await ResolveAsync(reference, platform, cancellationToken)
             .ConfigureAwait(false);
         ImageManifest manifest = resolved.Manifest;
-        string configType = manifest.Config.MediaType;
-        if (configType is not ("" or ImageMediaTypes.OciConfig or ImageMediaTypes.DockerConfig))
-        {
-            throw Unsupported(target, $"its config is of type '{configType}', not an image config");
-        }
-
-        OciDescriptor? foreign = manifest.Layers.FirstOrDefault(l => !LayerTar.IsLayerMediaType(l.MediaType));
-        if (foreign is not null)
-        {
-            throw new SandboxException("UnsupportedLayerType", SandboxErrorKind.InvalidArgument,
-                $"The image {target} has a layer of type '{foreign.MediaType}', which cannot be unpacked.",
-                target);
-        }
+        manifest.EnsureUnpackable(target);
 
         byte[] configJson = cache.Contains(manifest.Config.Digest)
             ? await cache.ReadBlobAsync(manifest.Config.Digest, cancellationToken).ConfigureAwait(false)
             : await GetBlobAsync(reference, manifest.Config, cancellationToken).ConfigureAwait(false);
         ImageConfig config = ImageConfig.Parse(configJson, target);
-        if (config.Architecture is not null
-            && !platform.Accepts(config.Os, config.Architecture, config.Variant))
-        {
-            throw new SandboxException("ImagePlatformNotFound", SandboxErrorKind.NotFound,
-                $"The image {target} is built for {config.Os}/{config.Architecture}, not {platform}.",
-                target);
-        }
+        platform.EnsureRuns(config, target);
 
         var parallel = new ParallelOptions
         {
@@ -465,7 +447,7 @@ public sealed class RegistryClient : IDisposable
                 response.Content.Headers.ContentType?.MediaType);
             if (!ImageMediaTypes.IsIndex(mediaType) && !ImageMediaTypes.IsManifest(mediaType))
             {
-                throw Unsupported(target, $"its manifest is of type '{mediaType ?? "unknown"}'; only OCI and "
+                throw RegistryErrors.Unsupported(target, $"its manifest is of type '{mediaType ?? "unknown"}'; only OCI and "
                     + "Docker schema 2 manifests and indexes are supported");
             }
 
@@ -767,10 +749,6 @@ public sealed class RegistryClient : IDisposable
         return colon > 0 && hostAndPort.IndexOf(':', StringComparison.Ordinal) == colon
             ? hostAndPort[..colon] : hostAndPort;
     }
-
-    private static SandboxException Unsupported(string target, string why) =>
-        new("UnsupportedManifest", SandboxErrorKind.InvalidArgument,
-            $"The image {target} cannot be used: {why}.", target);
 
     private static SandboxException Interrupted(
         OciDescriptor blob, long held, string target, Exception last) =>

@@ -43,6 +43,10 @@ internal static class RegistryErrors
         new("RegistryError", SandboxErrorKind.ResourceUnavailable,
             $"The registry {registry} answered {(int)status} {status} for {target}{detail}", target);
 
+    public static SandboxException Unsupported(object target, string why) =>
+        new("UnsupportedManifest", SandboxErrorKind.InvalidArgument,
+            $"The image {target} cannot be used: {why}.", target);
+
     public static SandboxException TooLarge(object target, string what, long limit) =>
         new("RegistryError", SandboxErrorKind.ResourceUnavailable,
             $"The {what} of {target} is larger than {limit} bytes, which no sane image needs.", target);

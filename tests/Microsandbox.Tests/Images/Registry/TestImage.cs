@@ -127,21 +127,23 @@ internal sealed class TestImage
             await image.PushAsync(client, reference.WithDigest(image.ManifestDigest));
         }
 
-        var index = new ImageIndex
-        {
-            MediaType = ImageMediaTypes.OciIndex,
-            Manifests = [.. images.Select(image => new OciDescriptor
-            {
-                MediaType = image.ManifestMediaType,
-                Digest = image.ManifestDigest,
-                Size = image.ManifestJson.Length,
-                Platform = new OciPlatform { Os = "linux", Architecture = image.Architecture },
-            })],
-        };
-        byte[] json = index.ToJson();
+        byte[] json = IndexOf(images);
         await client.PushManifestAsync(reference, ImageMediaTypes.OciIndex, json, CancellationToken.None);
         return json;
     }
+
+    /// <summary>An OCI index of the images, each entry with its platform.</summary>
+    public static byte[] IndexOf(params TestImage[] images) => new ImageIndex
+    {
+        MediaType = ImageMediaTypes.OciIndex,
+        Manifests = [.. images.Select(image => new OciDescriptor
+        {
+            MediaType = image.ManifestMediaType,
+            Digest = image.ManifestDigest,
+            Size = image.ManifestJson.Length,
+            Platform = new OciPlatform { Os = "linux", Architecture = image.Architecture },
+        })],
+    }.ToJson();
 
     public static byte[] Tar(params (string Path, byte[] Content)[] files)
     {
