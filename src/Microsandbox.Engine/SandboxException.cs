@@ -29,6 +29,9 @@ public enum SandboxErrorKind
 
     /// <summary>An operation ran but its outcome is a failure (a command's non-zero exit).</summary>
     InvalidResult,
+
+    /// <summary>A file the caller named holds something other than it must (a disk image that is not one).</summary>
+    InvalidData,
 }
 
 /// <summary>

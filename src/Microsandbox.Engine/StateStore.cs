@@ -69,11 +69,15 @@ internal sealed class StateStore
         }
 
         // Columns added after the first schema, added in place so existing homes keep working.
-        using var columns = connection.CreateCommand();
-        columns.CommandText = "SELECT COUNT(*) FROM pragma_table_info('sandboxes') WHERE name = 'base_path'";
-        if (Convert.ToInt32(columns.ExecuteScalar(), CultureInfo.InvariantCulture) == 0)
+        foreach (string column in new[] { "base_path TEXT", "root_format TEXT", "root_partition INTEGER" })
         {
-            Execute(connection, "ALTER TABLE sandboxes ADD COLUMN base_path TEXT");
+            using var columns = connection.CreateCommand();
+            columns.CommandText = "SELECT COUNT(*) FROM pragma_table_info('sandboxes') WHERE name = $name";
+            columns.Parameters.AddWithValue("$name", column[..column.IndexOf(' ', StringComparison.Ordinal)]);
+            if (Convert.ToInt32(columns.ExecuteScalar(), CultureInfo.InvariantCulture) == 0)
+            {
+                Execute(connection, $"ALTER TABLE sandboxes ADD COLUMN {column}");
+            }
         }
 
         transaction.Commit();
@@ -87,8 +91,9 @@ internal sealed class StateStore
         using var insert = connection.CreateCommand();
         insert.CommandText = """
             INSERT INTO sandboxes (id, name, image, cpus, memory_mb, shell, working_directory, environment,
-                created_at, boot_timeout_ms, state, base_path)
-            VALUES ($id, $name, $image, $cpus, $memory, $shell, $cwd, $env, $created, $boot, $state, $base)
+                created_at, boot_timeout_ms, state, base_path, root_format, root_partition)
+            VALUES ($id, $name, $image, $cpus, $memory, $shell, $cwd, $env, $created, $boot, $state, $base,
+                $rootFormat, $rootPartition)
             ON CONFLICT(name) DO NOTHING
             """;
         insert.Parameters.AddWithValue("$id", record.Id);
@@ -103,6 +108,8 @@ internal sealed class StateStore
         insert.Parameters.AddWithValue("$boot", (object?)record.BootTimeoutMilliseconds ?? DBNull.Value);
         insert.Parameters.AddWithValue("$state", record.State.ToString());
         insert.Parameters.AddWithValue("$base", (object?)record.BasePath ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$rootFormat", (object?)record.RootFormat?.ToString() ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$rootPartition", (object?)record.RootPartition ?? DBNull.Value);
         if (insert.ExecuteNonQuery() == 0)
         {
             return false;
@@ -148,7 +155,8 @@ internal sealed class StateStore
         {
             query.CommandText = """
                 SELECT id, name, image, cpus, memory_mb, shell, working_directory, environment, created_at,
-                    boot_timeout_ms, state, started_at, runtime_pid, accelerator, reason, base_path
+                    boot_timeout_ms, state, started_at, runtime_pid, accelerator, reason, base_path,
+                    root_format, root_partition
                 FROM sandboxes ORDER BY name
                 """;
             using var reader = query.ExecuteReader();
@@ -174,6 +182,8 @@ internal sealed class StateStore
                     Accelerator = reader.IsDBNull(13) ? null : reader.GetString(13),
                     Reason = reader.IsDBNull(14) ? null : reader.GetString(14),
                     BasePath = reader.IsDBNull(15) ? null : reader.GetString(15),
+                    RootFormat = reader.IsDBNull(16) ? null : Enum.Parse<DiskImageFormat>(reader.GetString(16)),
+                    RootPartition = reader.IsDBNull(17) ? null : reader.GetInt32(17),
                     Labels = labels.TryGetValue(id, out var set) ? set : new Dictionary<string, string>(),
                     Directory = Path.Join(_home, "sandboxes", id),
                 });

@@ -246,6 +246,7 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
         SandboxErrorKind.Timeout => ErrorCategory.OperationTimeout,
         SandboxErrorKind.ResourceUnavailable => ErrorCategory.ResourceUnavailable,
         SandboxErrorKind.InvalidResult => ErrorCategory.InvalidResult,
+        SandboxErrorKind.InvalidData => ErrorCategory.InvalidData,
         _ => ErrorCategory.DeviceError,
     };
 
