@@ -106,10 +106,23 @@ internal static class GuestInit
 
     /// <summary>
     /// Stacks the sandbox root: the image's read-only EROFS disk under the sandbox's ext4 upper
-    /// disk, joined by overlayfs at <c>/rootfs</c>. The disks are named by their serials.
+    /// disk, joined by overlayfs at <c>/rootfs</c>. The disks are named by their serials. A
+    /// sandbox made from a disk image (<c>msb.root=serial[:partition]</c>) has one disk of its own
+    /// instead, mounted writable at <c>/rootfs</c> as it is.
     /// </summary>
     public static void AssembleRoot(IReadOnlyDictionary<string, string> kernelArgs)
     {
+        if (kernelArgs.TryGetValue("msb.root", out string? root))
+        {
+            int colon = root.IndexOf(':', StringComparison.Ordinal);
+            string disk = FindDisk(colon < 0 ? root : root[..colon], TimeSpan.FromSeconds(30));
+            string device = colon < 0
+                ? disk
+                : FindPartition(disk, root[(colon + 1)..], TimeSpan.FromSeconds(30));
+            Native.Check(Native.Mount(device, DefaultRoot, "ext4", 0, null), $"mount {device} (ext4)");
+            return;
+        }
+
         if (!kernelArgs.TryGetValue("msb.lower", out string? lowerSerial) ||
             !kernelArgs.TryGetValue("msb.upper", out string? upperSerial))
         {
@@ -158,6 +171,37 @@ internal static class GuestInit
             if (clock.Elapsed > deadline)
             {
                 throw new IOException($"No disk with serial '{serial}' appeared within {deadline.TotalSeconds} s.");
+            }
+
+            Thread.Sleep(20);
+        }
+    }
+
+    /// <summary>
+    /// The device of partition <paramref name="number"/> of <paramref name="disk"/>. The kernel reads
+    /// the partition table itself when the disk appears; its device may come a moment later.
+    /// </summary>
+    private static string FindPartition(string disk, string number, TimeSpan deadline)
+    {
+        string block = Path.Join("/sys/block", Path.GetFileName(disk));
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            foreach (string dir in Directory.GetDirectories(block))
+            {
+                string partitionFile = Path.Join(dir, "partition");
+                string device = "/dev/" + Path.GetFileName(dir);
+                if (File.Exists(partitionFile) && File.ReadAllText(partitionFile).Trim() == number
+                    && File.Exists(device))
+                {
+                    return device;
+                }
+            }
+
+            if (clock.Elapsed > deadline)
+            {
+                throw new IOException(
+                    $"Partition {number} of {disk} did not appear within {deadline.TotalSeconds} s.");
             }
 
             Thread.Sleep(20);

@@ -19,10 +19,13 @@ public enum PullPolicy
 }
 
 /// <summary>An image ready to be a sandbox root: its EROFS base and its config.</summary>
-/// <param name="Reference">The canonical reference, or <c>default</c>.</param>
-/// <param name="BasePath">The read-only EROFS image every sandbox of this image shares.</param>
-/// <param name="Config">The image config; null for the built-in image.</param>
-internal sealed record SandboxImage(string Reference, string BasePath, ImageConfig? Config);
+/// <param name="Reference">The canonical reference, <c>default</c>, or the absolute host path.</param>
+/// <param name="BasePath">
+/// The read-only EROFS image every sandbox of this image shares, the host folder, or the disk image.
+/// </param>
+/// <param name="Config">The image config; null for the built-in image and host paths.</param>
+/// <param name="Disk">The disk image, checked, when the path is a file; null otherwise.</param>
+internal sealed record SandboxImage(string Reference, string BasePath, ImageConfig? Config, DiskImage? Disk = null);
 
 /// <summary>
 /// Turns an image name into a sandbox base: the built-in image from the module's layer tar, an OCI
@@ -229,17 +232,26 @@ public sealed class ImageStore
 
         if (LooksLikePath(image))
         {
-            // A host folder is the base itself, shared read-only over 9p; never written.
-            string folder = Path.GetFullPath(image.StartsWith('~')
+            // A host folder is the base itself, shared read-only over 9p; never written. A file is
+            // a disk image, which each sandbox gets a copy or an overlay of; never written either.
+            string path = Path.GetFullPath(image.StartsWith('~')
                 ? Path.Join(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), image[1..])
                 : image);
-            if (!Directory.Exists(folder))
+            if (File.Exists(path))
             {
-                throw new SandboxException("ImagePathNotFound", SandboxErrorKind.NotFound,
-                    $"The root folder '{folder}' does not exist.", image);
+                DiskImage disk = await DiskImage.InspectAsync(path, cancellationToken).ConfigureAwait(false);
+                progress?.Report(new(SandboxMessageLevel.Verbose, $"'{path}' is a {disk.Format} disk image"
+                    + (disk.Partition is int n ? $" with its root in partition {n}." : ".")));
+                return new SandboxImage(path, path, null, disk);
             }
 
-            return new SandboxImage(folder, folder, null);
+            if (!Directory.Exists(path))
+            {
+                throw new SandboxException("ImagePathNotFound", SandboxErrorKind.NotFound,
+                    $"There is no root folder or disk image at '{path}'.", image);
+            }
+
+            return new SandboxImage(path, path, null);
         }
 
         ImageReference reference = ImageReference.Parse(image);

@@ -101,7 +101,8 @@ public sealed partial class Qemu
             // The agent finds each disk by its serial: virtio-mmio probe order names nothing.
             VirtualDisk disk = config.Disks[i];
             disks.Add("-drive");
-            disks.Add($"file={disk.Path},if=none,id=disk{i},format=raw" + (disk.ReadOnly ? ",readonly=on" : ",discard=unmap"));
+            disks.Add($"file={disk.Path},if=none,id=disk{i},format={disk.Format}"
+                + (disk.ReadOnly ? ",readonly=on" : ",discard=unmap"));
             disks.Add("-device");
             disks.Add($"virtio-blk-device,drive=disk{i},serial={disk.Serial}");
         }
@@ -185,7 +186,7 @@ public sealed class MicroVmConfig
     /// <summary>More kernel arguments (read by the agent as <c>msb.*</c>).</summary>
     public IReadOnlyList<string> ExtraKernelArguments { get; init; } = [];
 
-    /// <summary>Raw disk images attached as virtio-blk devices.</summary>
+    /// <summary>Disk images attached as virtio-blk devices.</summary>
     public IReadOnlyList<VirtualDisk> Disks { get; init; } = [];
 
     /// <summary>Host folders shared over virtio-9p.</summary>
@@ -198,8 +199,9 @@ public sealed class MicroVmConfig
 /// <param name="ReadOnly">Whether the guest may only read it.</param>
 public sealed record SharedFolder(string Path, string Tag, bool ReadOnly);
 
-/// <summary>A raw disk image attached to a microVM.</summary>
+/// <summary>A disk image attached to a microVM.</summary>
 /// <param name="Path">The image file.</param>
 /// <param name="Serial">The serial the guest sees, by which the agent finds the disk.</param>
 /// <param name="ReadOnly">Whether the guest may only read it.</param>
-public sealed record VirtualDisk(string Path, string Serial, bool ReadOnly);
+/// <param name="Format">QEMU's name of the file's format: <c>raw</c> or <c>qcow2</c>.</param>
+public sealed record VirtualDisk(string Path, string Serial, bool ReadOnly, string Format = "raw");

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Security.Cryptography;
 using Microsandbox.Engine.Images.Erofs;
 
@@ -7,7 +6,8 @@ namespace Microsandbox.Engine;
 /// <summary>
 /// A sandbox's root as two disks: the image's read-only EROFS base, shared by every sandbox of
 /// that image, and the sandbox's own sparse ext4 upper disk. The agent stacks them with overlayfs,
-/// so what one sandbox writes no other sees, and it survives a stop and start.
+/// so what one sandbox writes no other sees, and it survives a stop and start. A disk image as the
+/// image is the one exception: the sandbox gets a root disk of its own, with no overlay.
 /// </summary>
 internal static class RootDisks
 {
@@ -16,6 +16,9 @@ internal static class RootDisks
 
     /// <summary>Serial of the upper disk.</summary>
     public const string UpperSerial = "msb-upper";
+
+    /// <summary>Serial of the sandbox's own root disk, when a disk image is its root.</summary>
+    public const string RootSerial = "msb-root";
 
     /// <summary>Apparent size of a new upper disk; sparse, so only what is written takes space.</summary>
     private const long UpperDiskBytes = 8L << 30;
@@ -52,7 +55,8 @@ internal static class RootDisks
     }
 
     /// <summary>Creates the sandbox's upper disk as a sparse ext4 image, unless it exists.</summary>
-    public static string EnsureUpperDisk(string sandboxDirectory, object target)
+    public static async Task<string> EnsureUpperDiskAsync(
+        string sandboxDirectory, object target, CancellationToken cancellationToken)
     {
         string path = Path.Join(sandboxDirectory, "upper.img");
         if (File.Exists(path))
@@ -66,36 +70,21 @@ internal static class RootDisks
             file.SetLength(UpperDiskBytes);
         }
 
-        var info = new ProcessStartInfo("mkfs.ext4")
-        {
-            UseShellExecute = false,
-            RedirectStandardError = true,
-            RedirectStandardOutput = true,
-        };
-        foreach (string arg in new[] { "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1", temp })
-        {
-            info.ArgumentList.Add(arg);
-        }
-
         try
         {
-            using var mkfs = Process.Start(info)!;
-            string error = mkfs.StandardError.ReadToEnd();
-            mkfs.WaitForExit();
+            HostToolResult mkfs = await HostTool.RunAsync("mkfs.ext4",
+                ["-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1", temp],
+                ex => new SandboxException("Ext4ToolsNotFound", SandboxErrorKind.NotInstalled,
+                    "mkfs.ext4 was not found; it formats each sandbox's upper disk.", "mkfs.ext4", ex)
+                {
+                    Hint = "Install e2fsprogs: 'sudo apt-get install e2fsprogs'.",
+                },
+                cancellationToken).ConfigureAwait(false);
             if (mkfs.ExitCode != 0)
             {
                 throw new SandboxException("UpperDiskFailed", SandboxErrorKind.DeviceError,
-                    $"mkfs.ext4 could not format the upper disk: {error.Trim()}", target);
+                    $"mkfs.ext4 could not format the upper disk: {mkfs.Error.Trim()}", target);
             }
-        }
-        catch (System.ComponentModel.Win32Exception ex)
-        {
-            File.Delete(temp);
-            throw new SandboxException("Ext4ToolsNotFound", SandboxErrorKind.NotInstalled,
-                "mkfs.ext4 was not found; it formats each sandbox's upper disk.", "mkfs.ext4", ex)
-            {
-                Hint = "Install e2fsprogs: 'sudo apt-get install e2fsprogs'.",
-            };
         }
         catch
         {
@@ -104,6 +93,41 @@ internal static class RootDisks
         }
 
         File.Move(temp, path);
+        return path;
+    }
+
+    /// <summary>The sandbox's own root disk when its image is a disk image.</summary>
+    public static string RootDiskPath(string sandboxDirectory, DiskImageFormat format) =>
+        Path.Join(sandboxDirectory, format == DiskImageFormat.Qcow2 ? "root.qcow2" : "root.img");
+
+    /// <summary>
+    /// Gives the sandbox its own root disk from a disk image, once, when it is created: a qcow2
+    /// overlay backed by a qcow2 original, or a sparse copy of a raw one (a reflink where the
+    /// filesystem has them, so even a large image costs no time). The original is never written.
+    /// </summary>
+    public static async Task<string> CreateRootDiskAsync(
+        DiskImage image, string sandboxDirectory, object target, CancellationToken cancellationToken)
+    {
+        string path = RootDiskPath(sandboxDirectory, image.Format);
+        if (image.Format == DiskImageFormat.Qcow2)
+        {
+            await QemuImg.Require().CreateOverlayAsync(image.Path, path, target, cancellationToken)
+                .ConfigureAwait(false);
+            return path;
+        }
+
+        HostToolResult copy = await HostTool.RunAsync("cp",
+            ["--sparse=always", "--reflink=auto", "--", image.Path, path],
+            ex => new SandboxException("RootDiskFailed", SandboxErrorKind.DeviceError,
+                "cp was not found; it copies a raw disk image for the sandbox.", "cp", ex),
+            cancellationToken).ConfigureAwait(false);
+        if (copy.ExitCode != 0)
+        {
+            throw new SandboxException("RootDiskFailed", SandboxErrorKind.DeviceError,
+                $"The raw disk image '{image.Path}' could not be copied for the sandbox: {copy.Error.Trim()}",
+                target);
+        }
+
         return path;
     }
 }

@@ -123,6 +123,8 @@ public sealed class SandboxEngine
             Name = name,
             Image = image.Reference,
             BasePath = image.BasePath,
+            RootFormat = image.Disk?.Format,
+            RootPartition = image.Disk?.Partition,
             Cpus = options.Cpus,
             MemoryMB = options.MemoryMB,
             Shell = options.Shell,
@@ -147,6 +149,15 @@ public sealed class SandboxEngine
         try
         {
             SandboxHome.CreatePrivateDirectory(record.Directory);
+            if (image.Disk is { } disk)
+            {
+                // Once, here: the root disk carries what the sandbox writes from start to start.
+                progress?.Report(new(SandboxMessageLevel.Verbose, disk.Format == DiskImageFormat.Qcow2
+                    ? $"Creating a qcow2 overlay on '{disk.Path}'." : $"Copying the raw disk image '{disk.Path}'."));
+                await RootDisks.CreateRootDiskAsync(disk, record.Directory, options.Name, cancellationToken)
+                    .ConfigureAwait(false);
+            }
+
             return await BootAsync(record, qemu, progress, cancellationToken).ConfigureAwait(false);
         }
         catch
@@ -295,16 +306,9 @@ public sealed class SandboxEngine
             File.Delete(Path.Join(dir, stale));
         }
 
-        if (record.BasePath is null || !(File.Exists(record.BasePath) || Directory.Exists(record.BasePath)))
-        {
-            // A cleared cache: rebuild the base from the image (pulling it again if need be).
-            record.BasePath = (await _images.ResolveAsync(record.Image, PullPolicy.IfMissing, progress,
-                null, cancellationToken).ConfigureAwait(false)).BasePath;
-        }
-
-        string lower = record.BasePath;
-        bool folder = Directory.Exists(lower);
-        string upper = RootDisks.EnsureUpperDisk(dir, record.Name);
+        RootLayout root = record.RootFormat is { } format
+            ? DiskRoot(record, format)
+            : await LayeredRootAsync(record, progress, cancellationToken).ConfigureAwait(false);
 
         var spec = new RuntimeSpec
         {
@@ -319,20 +323,9 @@ public sealed class SandboxEngine
                 InitramfsPath = Assets.InitramfsPath,
                 ConsoleLogPath = Path.Join(dir, "console.log"),
                 AgentSocketPath = Path.Join(dir, "agent.sock"),
-                ExtraKernelArguments =
-                [
-                    $"msb.hostname={HostName(record.Name)}",
-                    folder ? $"msb.lower=9p:{RootDisks.LowerSerial}" : $"msb.lower={RootDisks.LowerSerial}",
-                    $"msb.upper={RootDisks.UpperSerial}",
-                ],
-                Disks = folder
-                    ? [new VirtualDisk(upper, RootDisks.UpperSerial, ReadOnly: false)]
-                    :
-                    [
-                        new VirtualDisk(lower, RootDisks.LowerSerial, ReadOnly: true),
-                        new VirtualDisk(upper, RootDisks.UpperSerial, ReadOnly: false),
-                    ],
-                SharedFolders = folder ? [new SharedFolder(lower, RootDisks.LowerSerial, ReadOnly: true)] : [],
+                ExtraKernelArguments = [$"msb.hostname={HostName(record.Name)}", .. root.KernelArguments],
+                Disks = root.Disks,
+                SharedFolders = root.SharedFolders,
             }),
             AgentSocketPath = Path.Join(dir, "agent.sock"),
             ControlSocketPath = ControlSocket(record),
@@ -372,6 +365,62 @@ public sealed class SandboxEngine
         record.StartedAt = DateTimeOffset.UtcNow;
         _store.UpdateState(record);
         return Reconcile(record);
+    }
+
+    /// <summary>
+    /// The root of a sandbox made from a disk image: its own disk, mounted whole, no overlay. A
+    /// qcow2 overlay reads through to the original, so that must still be where it was.
+    /// </summary>
+    private static RootLayout DiskRoot(SandboxRecord record, DiskImageFormat format)
+    {
+        string disk = RootDisks.RootDiskPath(record.Directory, format);
+        if (format == DiskImageFormat.Qcow2 && (record.BasePath is null || !File.Exists(record.BasePath)))
+        {
+            throw new SandboxException("DiskImageMissing", SandboxErrorKind.NotFound,
+                $"The sandbox '{record.Name}' is an overlay on the disk image '{record.BasePath}', which is gone. "
+                + "Put the image back where it was, or remove the sandbox.", record.BasePath ?? record.Name);
+        }
+
+        if (!File.Exists(disk))
+        {
+            throw new SandboxException("RootDiskMissing", SandboxErrorKind.NotFound,
+                $"The root disk of the sandbox '{record.Name}' ({disk}) is gone; remove the sandbox.", disk);
+        }
+
+        string argument = record.RootPartition is int partition
+            ? $"msb.root={RootDisks.RootSerial}:{partition}" : $"msb.root={RootDisks.RootSerial}";
+        string qemuFormat = format == DiskImageFormat.Qcow2 ? "qcow2" : "raw";
+        return new RootLayout(
+            [argument], [new VirtualDisk(disk, RootDisks.RootSerial, ReadOnly: false, qemuFormat)], []);
+    }
+
+    /// <summary>
+    /// The copy-on-write root: the image's base (an EROFS disk, or a host folder over 9p) under the
+    /// sandbox's upper disk.
+    /// </summary>
+    private async Task<RootLayout> LayeredRootAsync(
+        SandboxRecord record, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
+    {
+        if (record.BasePath is null || !(File.Exists(record.BasePath) || Directory.Exists(record.BasePath)))
+        {
+            // A cleared cache: rebuild the base from the image (pulling it again if need be).
+            record.BasePath = (await _images.ResolveAsync(record.Image, PullPolicy.IfMissing, progress,
+                null, cancellationToken).ConfigureAwait(false)).BasePath;
+        }
+
+        string lower = record.BasePath;
+        string upper = await RootDisks.EnsureUpperDiskAsync(record.Directory, record.Name, cancellationToken)
+            .ConfigureAwait(false);
+        var upperDisk = new VirtualDisk(upper, RootDisks.UpperSerial, ReadOnly: false);
+        return Directory.Exists(lower)
+            ? new RootLayout(
+                [$"msb.lower=9p:{RootDisks.LowerSerial}", $"msb.upper={RootDisks.UpperSerial}"],
+                [upperDisk],
+                [new SharedFolder(lower, RootDisks.LowerSerial, ReadOnly: true)])
+            : new RootLayout(
+                [$"msb.lower={RootDisks.LowerSerial}", $"msb.upper={RootDisks.UpperSerial}"],
+                [new VirtualDisk(lower, RootDisks.LowerSerial, ReadOnly: true), upperDisk],
+                []);
     }
 
     private static async Task<SandboxConnection> WaitForRuntimeAsync(
@@ -606,6 +655,10 @@ public sealed class SandboxEngine
         return clean.Length == 0 ? "sandbox" : clean[..Math.Min(clean.Length, 63)];
     }
 }
+
+/// <summary>What a sandbox's root is made of: the kernel arguments that tell the agent, and the devices.</summary>
+internal sealed record RootLayout(
+    IReadOnlyList<string> KernelArguments, IReadOnlyList<VirtualDisk> Disks, IReadOnlyList<SharedFolder> SharedFolders);
 
 /// <summary>A command to run in a sandbox: a script for the shell, or a program with arguments.</summary>
 public sealed class SandboxCommand

@@ -9,8 +9,17 @@ internal sealed class SandboxRecord
 
     public required string Image { get; init; }
 
-    /// <summary>The EROFS base the sandbox was created on; a moved tag does not move it.</summary>
+    /// <summary>
+    /// The EROFS base the sandbox was created on (a moved tag does not move it), the host folder,
+    /// or the disk image it was created from.
+    /// </summary>
     public string? BasePath { get; set; }
+
+    /// <summary>How the sandbox's own root disk is stored, when a disk image is its root; else null.</summary>
+    public DiskImageFormat? RootFormat { get; init; }
+
+    /// <summary>The partition of the root disk that holds the root; null for the whole disk.</summary>
+    public int? RootPartition { get; init; }
 
     public int Cpus { get; init; }
 

@@ -12,8 +12,12 @@ internal sealed class StateStore
 {
     private const int SchemaVersion = 1;
 
-    // Nullable text columns that came after the first schema, in the order they came.
-    private static readonly string[] AddedColumns = ["base_path", "user_name", "entrypoint", "cmd"];
+    // Nullable columns that came after the first schema, in the order they came, with their types.
+    private static readonly string[] AddedColumns =
+    [
+        "base_path TEXT", "user_name TEXT", "entrypoint TEXT", "cmd TEXT", "root_format TEXT",
+        "root_partition INTEGER",
+    ];
     private readonly string _connectionString;
     private readonly string _home;
 
@@ -76,10 +80,10 @@ internal sealed class StateStore
         {
             using var columns = connection.CreateCommand();
             columns.CommandText = "SELECT COUNT(*) FROM pragma_table_info('sandboxes') WHERE name = $name";
-            columns.Parameters.AddWithValue("$name", column);
+            columns.Parameters.AddWithValue("$name", column[..column.IndexOf(' ', StringComparison.Ordinal)]);
             if (Convert.ToInt32(columns.ExecuteScalar(), CultureInfo.InvariantCulture) == 0)
             {
-                Execute(connection, $"ALTER TABLE sandboxes ADD COLUMN {column} TEXT");
+                Execute(connection, $"ALTER TABLE sandboxes ADD COLUMN {column}");
             }
         }
 
@@ -94,9 +98,10 @@ internal sealed class StateStore
         using var insert = connection.CreateCommand();
         insert.CommandText = """
             INSERT INTO sandboxes (id, name, image, cpus, memory_mb, shell, working_directory, environment,
-                created_at, boot_timeout_ms, state, base_path, user_name, entrypoint, cmd)
+                created_at, boot_timeout_ms, state, base_path, user_name, entrypoint, cmd, root_format,
+                root_partition)
             VALUES ($id, $name, $image, $cpus, $memory, $shell, $cwd, $env, $created, $boot, $state, $base,
-                $user, $entrypoint, $cmd)
+                $user, $entrypoint, $cmd, $rootFormat, $rootPartition)
             ON CONFLICT(name) DO NOTHING
             """;
         insert.Parameters.AddWithValue("$id", record.Id);
@@ -114,6 +119,8 @@ internal sealed class StateStore
         insert.Parameters.AddWithValue("$user", (object?)record.User ?? DBNull.Value);
         insert.Parameters.AddWithValue("$entrypoint", JsonSerializer.Serialize(record.Entrypoint));
         insert.Parameters.AddWithValue("$cmd", JsonSerializer.Serialize(record.Cmd));
+        insert.Parameters.AddWithValue("$rootFormat", (object?)record.RootFormat?.ToString() ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$rootPartition", (object?)record.RootPartition ?? DBNull.Value);
         if (insert.ExecuteNonQuery() == 0)
         {
             return false;
@@ -160,7 +167,7 @@ internal sealed class StateStore
             query.CommandText = """
                 SELECT id, name, image, cpus, memory_mb, shell, working_directory, environment, created_at,
                     boot_timeout_ms, state, started_at, runtime_pid, accelerator, reason, base_path,
-                    user_name, entrypoint, cmd
+                    user_name, entrypoint, cmd, root_format, root_partition
                 FROM sandboxes ORDER BY name
                 """;
             using var reader = query.ExecuteReader();
@@ -189,6 +196,8 @@ internal sealed class StateStore
                     User = reader.IsDBNull(16) ? null : reader.GetString(16),
                     Entrypoint = ReadList(reader, 17),
                     Cmd = ReadList(reader, 18),
+                    RootFormat = reader.IsDBNull(19) ? null : Enum.Parse<DiskImageFormat>(reader.GetString(19)),
+                    RootPartition = reader.IsDBNull(20) ? null : reader.GetInt32(20),
                     Labels = labels.TryGetValue(id, out var set) ? set : new Dictionary<string, string>(),
                     Directory = Path.Join(_home, "sandboxes", id),
                 });

@@ -160,6 +160,28 @@ public sealed class QemuArgumentTests
     }
 
     [Fact]
+    public void Each_disk_is_attached_in_its_own_format_by_serial()
+    {
+        var args = Qemu.MicroVmArguments(new MicroVmConfig
+        {
+            KernelPath = "/k",
+            InitramfsPath = "/i",
+            ConsoleLogPath = "/c",
+            AgentSocketPath = "/a",
+            Disks =
+            [
+                new VirtualDisk("/sb/root.qcow2", "msb-root", ReadOnly: false, "qcow2"),
+                new VirtualDisk("/img/base.erofs", "msb-lower", ReadOnly: true),
+            ],
+        });
+        List<string> drives = ValuesOf(args, "-drive");
+
+        Assert.Equal("file=/sb/root.qcow2,if=none,id=disk0,format=qcow2,discard=unmap", drives[0]);
+        Assert.Equal("file=/img/base.erofs,if=none,id=disk1,format=raw,readonly=on", drives[1]);
+        Assert.Contains("virtio-blk-device,drive=disk0,serial=msb-root", ValuesOf(args, "-device"));
+    }
+
+    [Fact]
     public void A_null_config_is_refused() =>
         Assert.Throws<ArgumentNullException>(() => Qemu.MicroVmArguments(null!));
 }

@@ -141,6 +141,51 @@ public sealed class StateStoreTests : IDisposable
     }
 
     [Fact]
+    public void A_disk_image_root_round_trips_its_format_and_partition()
+    {
+        var store = new StateStore(_temp.Home);
+        SandboxRecord template = _temp.NewRecord("disk");
+        var sent = new SandboxRecord
+        {
+            Id = template.Id,
+            Name = template.Name,
+            Image = "/images/root.qcow2",
+            BasePath = "/images/root.qcow2",
+            RootFormat = DiskImageFormat.Qcow2,
+            RootPartition = 2,
+            Shell = template.Shell,
+            WorkingDirectory = template.WorkingDirectory,
+            Environment = template.Environment,
+            Labels = template.Labels,
+            Directory = template.Directory,
+        };
+
+        Assert.True(store.TryInsert(sent));
+        Assert.True(store.TryInsert(_temp.NewRecord("layered")));
+
+        SandboxRecord disk = Assert.IsType<SandboxRecord>(store.Find("disk"));
+        SandboxRecord layered = Assert.IsType<SandboxRecord>(store.Find("layered"));
+        Assert.Equal((DiskImageFormat.Qcow2, 2), (disk.RootFormat, disk.RootPartition));
+        Assert.Null(layered.RootFormat);
+        Assert.Null(layered.RootPartition);
+    }
+
+    [Fact]
+    public void A_home_from_before_disk_images_gets_the_root_columns_and_keeps_its_rows()
+    {
+        var store = new StateStore(_temp.Home);
+        Assert.True(store.TryInsert(_temp.NewRecord("older")));
+        _temp.Scalar("ALTER TABLE sandboxes DROP COLUMN root_format");
+        _temp.Scalar("ALTER TABLE sandboxes DROP COLUMN root_partition");
+
+        var reopened = new StateStore(new SandboxHome(_temp.Home.Root));
+
+        Assert.Null(Assert.IsType<SandboxRecord>(reopened.Find("older")).RootFormat);
+        Assert.Equal(1, _temp.Scalar(
+            "SELECT count(*) FROM pragma_table_info('sandboxes') WHERE name = 'root_partition'"));
+    }
+
+    [Fact]
     public void Nullable_fields_and_empty_collections_round_trip_as_empty()
     {
         var store = new StateStore(_temp.Home);
