@@ -154,7 +154,7 @@ public sealed class SandboxEngine
                 // Once, here: the root disk carries what the sandbox writes from start to start.
                 progress?.Report(new(SandboxMessageLevel.Verbose, disk.Format == DiskImageFormat.Qcow2
                     ? $"Creating a qcow2 overlay on '{disk.Path}'." : $"Copying the raw disk image '{disk.Path}'."));
-                await RootDisks.CreateRootDiskAsync(disk, record.Directory, options.Name, cancellationToken)
+                await RootDisks.CreateRootDiskAsync(disk, record.Directory, name, cancellationToken)
                     .ConfigureAwait(false);
             }
 

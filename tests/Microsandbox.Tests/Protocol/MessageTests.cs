@@ -104,17 +104,21 @@ public sealed class MessageTests
             Argv = ["/bin/sh", "-c", "echo \"$GREETING\" ü"],
             Environment = new Dictionary<string, string> { ["GREETING"] = "hi", ["EMPTY"] = "" },
             WorkingDirectory = "/tmp",
+            User = "nobody:nogroup",
             Stdin = true,
+            FlowControl = true,
         };
 
         var (frame, json) = await RoundTripAsync(1, FrameType.ExecRequest, sent);
 
-        Assert.Equal(["argv", "environment", "workingDirectory", "stdin"], Names(json));
+        Assert.Equal(["argv", "environment", "workingDirectory", "user", "stdin", "flowControl"], Names(json));
         var got = frame.Read<ExecRequest>();
         Assert.Equal(sent.Argv, got.Argv);
         Assert.Equal(sent.Environment.OrderBy(p => p.Key), got.Environment.OrderBy(p => p.Key));
         Assert.Equal("/tmp", got.WorkingDirectory);
+        Assert.Equal("nobody:nogroup", got.User);
         Assert.True(got.Stdin);
+        Assert.True(got.FlowControl);
     }
 
     [Fact]
@@ -122,12 +126,14 @@ public sealed class MessageTests
     {
         var (frame, json) = await RoundTripAsync(1, FrameType.ExecRequest, new ExecRequest { Argv = ["true"] });
 
-        Assert.Equal(["argv", "environment", "stdin"], Names(json));
+        Assert.Equal(["argv", "environment", "stdin", "flowControl"], Names(json));
         var got = frame.Read<ExecRequest>();
         Assert.Equal(["true"], got.Argv);
         Assert.Empty(got.Environment);
         Assert.Null(got.WorkingDirectory);
+        Assert.Null(got.User);
         Assert.False(got.Stdin);
+        Assert.False(got.FlowControl);
     }
 
     [Fact]
@@ -159,6 +165,21 @@ public sealed class MessageTests
 
         Assert.Equal(15, json.GetProperty("signal").GetInt32());
         Assert.Equal(15, frame.Read<SignalRequest>().Signal);
+        Assert.False(frame.Read<SignalRequest>().ProcessTree);
+
+        var (tree, treeJson) = await RoundTripAsync(7, FrameType.Signal,
+            new SignalRequest { Signal = 9, ProcessTree = true });
+        Assert.Equal(["signal", "processTree"], Names(treeJson));
+        Assert.True(tree.Read<SignalRequest>().ProcessTree);
+    }
+
+    [Fact]
+    public async Task WindowUpdate_round_trips()
+    {
+        var (frame, json) = await RoundTripAsync(3, FrameType.Window, new WindowUpdate { Bytes = 65536 });
+
+        Assert.Equal(["bytes"], Names(json));
+        Assert.Equal(65536, frame.Read<WindowUpdate>().Bytes);
     }
 
     [Fact]
