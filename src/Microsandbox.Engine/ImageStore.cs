@@ -131,6 +131,8 @@ public sealed class ImageStore
         var published = new List<string>();
         var recorded = new List<string>();
         bool hadBase = File.Exists(BasePathOf(digest));
+        CacheLock held = await CacheLock.TakeAsync(cache, exclusive: false, progress, cancellationToken)
+            .ConfigureAwait(false);
         try
         {
             await image.StoreAsync(archive, cache, layers, published, cancellationToken).ConfigureAwait(false);
@@ -157,8 +159,15 @@ public sealed class ImageStore
         }
         catch
         {
+            // Taking blobs back is a removal: it waits for the pulls that might be using them.
+            held.Dispose();
+            held = CacheLock.Take(cache, exclusive: true, progress);
             TakeBack(cache, recorded, published, hadBase ? null : digest);
             throw;
+        }
+        finally
+        {
+            held.Dispose();
         }
 
         return [.. image.Names.Select(name => Describe(cache, cache.FindReference(name)!))];
@@ -194,6 +203,9 @@ public sealed class ImageStore
                 "they rebuild its base on their next start, pulling the image again."));
         }
 
+        // Alone in the cache, so no pull is between finding a blob cached and recording it.
+        using CacheLock alone = CacheLock.Take(cache, exclusive: true, progress);
+
         // The record goes first, so that no listing shows an image whose blobs are going.
         HashSet<string> mine = BlobsOf(cache, entry);
         cache.RemoveReference(reference);
@@ -201,8 +213,6 @@ public sealed class ImageStore
         var kept = new HashSet<string>(
             others.SelectMany(other => BlobsOf(cache, other)), StringComparer.Ordinal);
 
-        // A pull of another image that found a shared layer cached just before it goes here pulls
-        // that layer again on its next use, as PulledImage.LoadAsync sees the blob missing.
         int removed = mine.Where(digest => !kept.Contains(digest)).Count(cache.RemoveBlob);
         progress?.Report(new(SandboxMessageLevel.Verbose, $"Removed {reference} and {removed} blob(s)."));
         if (others.TrueForAll(other => other.ManifestDigest != entry.ManifestDigest))
@@ -256,6 +266,8 @@ public sealed class ImageStore
 
         ImageReference reference = ImageReference.Parse(image);
         var cache = LayerCache.ForHome(_home);
+        using CacheLock shared = await CacheLock.TakeAsync(cache, exclusive: false, progress, cancellationToken)
+            .ConfigureAwait(false);
         PulledImage? pulled = policy == PullPolicy.Always
             ? null
             : await PulledImage.LoadAsync(cache, reference, cancellationToken).ConfigureAwait(false);
@@ -305,9 +317,8 @@ public sealed class ImageStore
         return basePath;
     }
 
-    // Undoes a failed import: its records, the blobs it published that no recorded image needs,
-    // and the base it built. A pull that found one of those blobs cached in that moment pulls it
-    // again on its next use, as after a removal.
+    // Undoes a failed import, holding the cache alone: its records, the blobs it published that no
+    // recorded image needs, and the base it built.
     private void TakeBack(
         LayerCache cache, List<string> recorded, List<string> published, string? builtBase)
     {

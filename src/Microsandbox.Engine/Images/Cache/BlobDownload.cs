@@ -226,7 +226,8 @@ public sealed class BlobDownload : IAsyncDisposable
         }
     }
 
-    private static bool IsHeldElsewhere(IOException e) =>
+    /// <summary>Whether opening a lock file failed because another holder has it.</summary>
+    internal static bool IsHeldElsewhere(IOException e) =>
         e is not (FileNotFoundException or DirectoryNotFoundException or PathTooLongException)
         && e.HResult is 11 or 35 // EWOULDBLOCK on Linux and on macOS
             or unchecked((int)0x80070020) or unchecked((int)0x80070021); // sharing, lock violation
