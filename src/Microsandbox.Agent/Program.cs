@@ -20,6 +20,13 @@ GuestInit.Log($"started; loading modules at {clock.ElapsedMilliseconds} ms");
 GuestInit.LoadModules(kernelArgs);
 GuestInit.Log($"modules loaded at {clock.ElapsedMilliseconds} ms");
 string port = GuestInit.FindPort("agent", TimeSpan.FromSeconds(30));
+if (kernelArgs.TryGetValue("msb.rawbench", out string? rawBench))
+{
+    // The stream bench's baseline: the agent port at full speed, with no protocol and no process.
+    RawChannelBench.Run(port, rawBench);
+    Native.Check(Native.Reboot(Native.RebootCmdRestart), "reboot");
+}
+
 string kernelRelease = File.ReadAllText("/proc/sys/kernel/osrelease").Trim();
 if (Environment.ProcessId == 1)
 {
