@@ -14,7 +14,7 @@
     CmdletsToExport        = @(
         'New-Sandbox', 'Get-Sandbox', 'Start-Sandbox', 'Stop-Sandbox', 'Remove-Sandbox',
         'Invoke-SandboxCommand', 'Test-SandboxHost', 'Get-SandboxImage', 'Save-SandboxImage',
-        'Import-SandboxImage', 'Remove-SandboxImage'
+        'Import-SandboxImage', 'Remove-SandboxImage', 'Enter-Sandbox'
     )
     VariablesToExport      = @()
     AliasesToExport        = @()
@@ -22,7 +22,7 @@
         PSData = @{
             Tags         = @('sandbox', 'microvm', 'qemu', 'kvm', 'virtualization', 'security', 'Linux')
             LicenseUri   = 'https://opensource.org/licenses/MIT'
-            ReleaseNotes = 'First release: sandboxes on QEMU microVMs with copy-on-write roots, from the built-in BusyBox image or OCI images pulled from a registry or imported offline from OCI layouts and docker save archives.'
+            ReleaseNotes = 'First release: sandboxes on QEMU microVMs with copy-on-write roots, from the built-in BusyBox image, OCI images pulled from a registry or imported offline from OCI layouts and docker save archives, host folders or qcow2 and raw disk images; commands with streamed, flow-controlled stdin and stdout, time limits and users; interactive shells on a terminal with Enter-Sandbox.'
         }
     }
 }

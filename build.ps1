@@ -74,6 +74,8 @@ function Invoke-Bootstrap {
     $missing = @($needed.Keys | Where-Object { -not (Get-Command $_ -ErrorAction Ignore) } |
         ForEach-Object { $needed[$_] })
     if (-not (Test-Path '/usr/include/zlib.h')) { $missing += 'zlib1g-dev' }
+    # The terminal helper links the C library statically.
+    if (-not (Test-Path '/usr/lib/x86_64-linux-gnu/libc.a')) { $missing += 'libc6-dev' }
     $canInstall = (Get-Command apt-get -ErrorAction Ignore) -and ((& id -u) -eq '0')
     # The Guest task downloads the kernel package by the version apt's lists name; lists from an
     # old machine image point at files the mirror no longer has.
@@ -135,8 +137,11 @@ function Invoke-Guest {
     if (-not $IsLinux) { throw 'The guest assets are built on Linux (they need dpkg-deb and cpio).' }
     Invoke-Native dotnet @('publish', "$root/src/Microsandbox.Agent", '-c', 'Release', '-o', "$out/obj/agent",
         '--nologo', '-v', 'quiet')
-    Build-GuestAssets -AgentPath "$out/obj/agent/msb-agent" -OutDir (Join-Path $moduleDir 'guest') `
-        -CacheDir (Join-Path $cacheDir 'guest')
+    # The terminal helper is C, linked statically, so it runs in any sandbox root.
+    Invoke-Native clang @('-static', '-O2', '-s', '-Wall', '-Wextra', '-Werror', '-o', "$out/obj/agent/msb-exec",
+        "$root/src/Microsandbox.Agent/native/msb-exec.c")
+    Build-GuestAssets -AgentPath "$out/obj/agent/msb-agent" -ExecHelperPath "$out/obj/agent/msb-exec" `
+        -OutDir (Join-Path $moduleDir 'guest') -CacheDir (Join-Path $cacheDir 'guest')
     Write-Host "Guest: assets in $moduleDir/guest"
 }
 

@@ -556,6 +556,7 @@ function Build-GuestAssets {
     [CmdletBinding()]
     param(
         [Parameter(Mandatory)][string] $AgentPath,
+        [Parameter(Mandatory)][string] $ExecHelperPath,
         [Parameter(Mandatory)][string] $OutDir,
         [Parameter(Mandatory)][string] $CacheDir,
         [switch] $Force
@@ -580,6 +581,9 @@ function Build-GuestAssets {
     $scriptFile = $MyInvocation.MyCommand.ScriptBlock.File
     $scriptSha = if ($scriptFile) { Get-GuestFileSha256 -Path $scriptFile } else { 'unknown' }
     $agentSha = Get-GuestFileSha256 -Path $AgentPath
+    $ExecHelperPath = [System.IO.Path]::GetFullPath($ExecHelperPath, (Get-Location).Path)
+    if (-not [System.IO.File]::Exists($ExecHelperPath)) { throw "Terminal helper not found: $ExecHelperPath" }
+    $execHelperSha = Get-GuestFileSha256 -Path $ExecHelperPath
     $packages = Resolve-GuestPackages
     $kernelPkg = [pscustomobject]@{ Name = $packages.KernelPackage; Version = $packages.KernelVersion }
     $busyboxVersion = $packages.BusyboxVersion
@@ -588,6 +592,7 @@ function Build-GuestAssets {
         kernelPackageVersion = $kernelPkg.Version
         busyboxVersion       = $busyboxVersion
         agentSha256          = $agentSha
+        execHelperSha256     = $execHelperSha
         guestScriptSha256    = $scriptSha
     }
     $outputs = 'vmlinuz', 'vmlinux', 'initramfs.img', 'rootfs.tar'
@@ -675,6 +680,9 @@ function Build-GuestAssets {
             $dest = [System.IO.Path]::Combine($stage, $lib.TrimStart('/'))
             Copy-GuestFile -Source $lib -Destination $dest -Mode 493
         }
+
+        # Outside every sandbox root; the agent runs it through its open descriptor (/proc/1/fd/N).
+        Copy-GuestFile -Source $ExecHelperPath -Destination ([System.IO.Path]::Combine($stage, 'msb-exec')) -Mode 493
 
         # The kernel opens /dev/console for PID 1 before anything can mount devtmpfs; without the node
         # the agent would start with no stdin/stdout/stderr.

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.ComponentModel;
 using System.Diagnostics;
+using System.Globalization;
 using Microsandbox.Protocol;
 
 namespace Microsandbox.Agent;
@@ -9,7 +10,7 @@ namespace Microsandbox.Agent;
 internal sealed class AgentServer : IDisposable
 {
     private const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    private static readonly string[] Capabilities = ["exec", "stdin", "signal", "shutdown", "user", "window"];
+    private static readonly string[] Capabilities = ["exec", "stdin", "signal", "shutdown", "user", "window", "tty"];
     private readonly Stream _input;
     private readonly FrameWriter _writer;
     private readonly string _kernelRelease;
@@ -89,6 +90,9 @@ internal sealed class AgentServer : IDisposable
             case FrameType.Stdin when _sessions.TryGetValue(frame.Session, out ExecSession? session):
                 session.QueueStdin(frame.Payload);
                 break;
+            case FrameType.Resize when _sessions.TryGetValue(frame.Session, out ExecSession? session):
+                session.Resize(frame.Read<TerminalSize>());
+                break;
             case FrameType.Window when _sessions.TryGetValue(frame.Session, out ExecSession? session):
                 session.GrantOutput(frame.Read<WindowUpdate>().Bytes);
                 break;
@@ -139,14 +143,49 @@ internal sealed class AgentServer : IDisposable
 
         // .NET searches the agent's own PATH, and PID 1 has none: resolve against the command's.
         string path = request.Environment.TryGetValue("PATH", out string? p) ? p : DefaultPath;
-        var info = new ProcessStartInfo(ResolveProgram(request.Argv[0], path))
+        string program = ResolveProgram(request.Argv[0], path);
+        PseudoTerminal? terminal = null;
+        ProcessStartInfo info;
+        if (request.Terminal is { } size)
         {
-            WorkingDirectory = cwd,
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
+            if (PseudoTerminal.HelperPath is not { } helper)
+            {
+                await FailAsync(id, "TerminalUnavailable", "This guest has no terminal helper (msb-exec).")
+                    .ConfigureAwait(false);
+                return;
+            }
+
+            if (!File.Exists(program))
+            {
+                await FailAsync(id, "CommandNotFound", $"Cannot run '{request.Argv[0]}': no such file.")
+                    .ConfigureAwait(false);
+                return;
+            }
+
+            // The helper takes the terminal and the user in the child, then runs the program; it
+            // starts as root, which alone may open the helper through the agent's descriptor.
+            terminal = PseudoTerminal.Open(size.Rows, size.Columns);
+            _ = Native.Chown(terminal.SlavePath, user.Uid, user.Gid);
+            info = new ProcessStartInfo(helper) { WorkingDirectory = cwd, UseShellExecute = false };
+            info.ArgumentList.Add(terminal.SlavePath);
+            info.ArgumentList.Add(user.Uid.ToString(CultureInfo.InvariantCulture));
+            info.ArgumentList.Add(user.Gid.ToString(CultureInfo.InvariantCulture));
+            IReadOnlyList<int> groups = user.Groups("/etc/group");
+            info.ArgumentList.Add(string.Join(',', groups.Select(g => g.ToString(CultureInfo.InvariantCulture))));
+            info.ArgumentList.Add(program);
+        }
+        else
+        {
+            info = new ProcessStartInfo(program)
+            {
+                WorkingDirectory = cwd,
+                RedirectStandardInput = true,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false,
+            };
+        }
+
         foreach (string arg in request.Argv.Skip(1))
         {
             info.ArgumentList.Add(arg);
@@ -161,7 +200,7 @@ internal sealed class AgentServer : IDisposable
             info.Environment[key] = value;
         }
 
-        if (user.Uid != 0)
+        if (user.Uid != 0 && terminal is null)
         {
             // .NET looks the name up again and sets uid, gid and supplementary groups in the child.
             info.UserName = user.Name;
@@ -173,11 +212,12 @@ internal sealed class AgentServer : IDisposable
             lock (_spawnLock)
             {
                 process = Process.Start(info)!;
-                _sessions[id] = new ExecSession(id, process, _writer, request.FlowControl);
+                _sessions[id] = new ExecSession(id, process, _writer, request.FlowControl, terminal);
             }
         }
         catch (Win32Exception ex)
         {
+            terminal?.Dispose();
             // EACCES: the user may not run the file or enter the working directory.
             string code = ex.NativeErrorCode == 13 ? "PermissionDenied" : "CommandNotFound";
             await FailAsync(id, code, $"Cannot run '{request.Argv[0]}' as {user.Name}: {ex.Message}")

@@ -4,7 +4,7 @@ using Microsandbox.Protocol;
 
 namespace Microsandbox.Agent;
 
-/// <summary>One running process and the frames that carry its streams.</summary>
+/// <summary>One running process and the frames that carry its streams: pipes, or a terminal.</summary>
 internal sealed class ExecSession : IDisposable
 {
     private const int ChunkSize = 64 * 1024;
@@ -19,12 +19,16 @@ internal sealed class ExecSession : IDisposable
     // Output credit the host granted; null when the session is not flow-controlled.
     private readonly FlowWindow? _output;
 
-    public ExecSession(uint id, Process process, FrameWriter writer, bool flowControl)
+    // The session's terminal, or null when the process runs on pipes.
+    private readonly PseudoTerminal? _terminal;
+
+    public ExecSession(uint id, Process process, FrameWriter writer, bool flowControl, PseudoTerminal? terminal)
     {
         _id = id;
         _process = process;
         _writer = writer;
         _output = flowControl ? new FlowWindow() : null;
+        _terminal = terminal;
         Pid = process.Id;
         _ = Task.Run(FeedStdinAsync);
     }
@@ -33,10 +37,23 @@ internal sealed class ExecSession : IDisposable
 
     public async Task PumpAsync()
     {
-        Task stdout = CopyAsync(_process.StandardOutput.BaseStream, FrameType.Stdout);
-        Task stderr = CopyAsync(_process.StandardError.BaseStream, FrameType.Stderr);
-        await Task.WhenAll(stdout, stderr).ConfigureAwait(false);
-        await _process.WaitForExitAsync().ConfigureAwait(false);
+        if (_terminal is null)
+        {
+            Task stdout = CopyAsync(_process.StandardOutput.BaseStream, FrameType.Stdout);
+            Task stderr = CopyAsync(_process.StandardError.BaseStream, FrameType.Stderr);
+            await Task.WhenAll(stdout, stderr).ConfigureAwait(false);
+            await _process.WaitForExitAsync().ConfigureAwait(false);
+        }
+        else
+        {
+            Task output = CopyAsync(_terminal.Output, FrameType.Stdout);
+            await _process.WaitForExitAsync().ConfigureAwait(false);
+
+            // The last output is still in the terminal: take what comes within a moment. A process
+            // the command left in the background keeps the terminal open; what it writes later is lost.
+            await Task.WhenAny(output, Task.Delay(500)).ConfigureAwait(false);
+        }
+
         await _writer.WriteAsync(_id, FrameType.Exited, new ExecExited
         {
             ExitCode = _process.ExitCode,
@@ -48,11 +65,12 @@ internal sealed class ExecSession : IDisposable
     {
         _stdin.Writer.TryComplete();
         _process.Dispose();
+        _terminal?.Dispose();
     }
 
     private async Task FeedStdinAsync()
     {
-        Stream stdin = _process.StandardInput.BaseStream;
+        Stream stdin = _terminal?.Input ?? _process.StandardInput.BaseStream;
         bool open = true;
         await foreach (ReadOnlyMemory<byte> data in _stdin.Reader.ReadAllAsync().ConfigureAwait(false))
         {
@@ -85,7 +103,8 @@ internal sealed class ExecSession : IDisposable
             }
         }
 
-        if (open)
+        // A terminal is not closed by the end of input: that would hang it up under the command.
+        if (open && _terminal is null)
         {
             try
             {
@@ -100,6 +119,9 @@ internal sealed class ExecSession : IDisposable
 
     /// <summary>Queues bytes for the process's stdin; an empty chunk closes it. Never blocks the channel.</summary>
     public void QueueStdin(ReadOnlyMemory<byte> data) => _stdin.Writer.TryWrite(data);
+
+    /// <summary>Resizes the session's terminal; a session on pipes has none to resize.</summary>
+    public void Resize(TerminalSize size) => _terminal?.Resize(size.Rows, size.Columns);
 
     /// <summary>Adds output credit the host granted.</summary>
     public void GrantOutput(int bytes) => _output?.Grant(bytes);
@@ -125,7 +147,7 @@ internal sealed class ExecSession : IDisposable
     {
         var buffer = new byte[ChunkSize];
         int n;
-        while ((n = await source.ReadAsync(buffer).ConfigureAwait(false)) > 0)
+        while ((n = await ReadAsync(source, buffer).ConfigureAwait(false)) > 0)
         {
             for (int sent = 0; sent < n;)
             {
@@ -139,6 +161,19 @@ internal sealed class ExecSession : IDisposable
                 await _writer.WriteAsync(_id, type, buffer.AsMemory(sent, granted)).ConfigureAwait(false);
                 sent += granted;
             }
+        }
+    }
+
+    // A terminal's master reads EIO once the last process holding the terminal has gone: the end.
+    private static async ValueTask<int> ReadAsync(Stream source, byte[] buffer)
+    {
+        try
+        {
+            return await source.ReadAsync(buffer).ConfigureAwait(false);
+        }
+        catch (IOException)
+        {
+            return 0;
         }
     }
 }

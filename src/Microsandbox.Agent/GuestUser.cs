@@ -67,6 +67,23 @@ internal sealed record GuestUser(string Name, int Uid, int Gid, string Home)
         return user;
     }
 
+    /// <summary>The user's groups: the primary one and every group of /etc/group naming the user.</summary>
+    public IReadOnlyList<int> Groups(string groupPath)
+    {
+        var groups = new List<int> { Gid };
+        foreach (string[] fields in ReadEntries(groupPath))
+        {
+            if (fields.Length >= 4 && fields[3].Split(',').Contains(Name)
+                && int.TryParse(fields[2], NumberStyles.None, CultureInfo.InvariantCulture, out int gid)
+                && !groups.Contains(gid))
+            {
+                groups.Add(gid);
+            }
+        }
+
+        return groups;
+    }
+
     private static GuestUser? TryEntry(string[] fields) =>
         int.TryParse(fields[2], NumberStyles.None, CultureInfo.InvariantCulture, out int uid)
         && int.TryParse(fields[3], NumberStyles.None, CultureInfo.InvariantCulture, out int gid)

@@ -33,6 +33,39 @@ internal static partial class Native
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     public static partial int Kill(int pid, int signal);
 
+    public const int OpenReadWrite = 2; // O_RDWR
+    public const int OpenNoControllingTerminal = 0x100; // O_NOCTTY
+    public const int OpenCloseOnExec = 0x80000; // O_CLOEXEC
+    public const uint SetWindowSize = 0x5414; // TIOCSWINSZ
+
+    [LibraryImport("libc", EntryPoint = "posix_openpt", SetLastError = true)]
+    public static partial int OpenPseudoTerminal(int flags);
+
+    [LibraryImport("libc", EntryPoint = "grantpt", SetLastError = true)]
+    public static partial int GrantPseudoTerminal(int fd);
+
+    [LibraryImport("libc", EntryPoint = "unlockpt", SetLastError = true)]
+    public static partial int UnlockPseudoTerminal(int fd);
+
+    [LibraryImport("libc", EntryPoint = "ptsname_r", SetLastError = true)]
+    public static partial int PseudoTerminalName(int fd, byte[] buffer, nuint length);
+
+    [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    public static partial int SetTerminalSize(int fd, uint request, in WindowSize size);
+
+    [LibraryImport("libc", EntryPoint = "chown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Chown(string path, int owner, int group);
+
+    /// <summary>struct winsize.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct WindowSize
+    {
+        public ushort Rows;
+        public ushort Columns;
+        public ushort XPixels;
+        public ushort YPixels;
+    }
+
     [LibraryImport("libc", EntryPoint = "sethostname", SetLastError = true)]
     public static partial int SetHostName(byte[] name, nuint length);
 

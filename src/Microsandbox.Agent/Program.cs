@@ -30,6 +30,7 @@ if (kernelArgs.TryGetValue("msb.rawbench", out string? rawBench))
 string kernelRelease = File.ReadAllText("/proc/sys/kernel/osrelease").Trim();
 if (Environment.ProcessId == 1)
 {
+    PseudoTerminal.KeepHelper("/msb-exec");
     GuestInit.AssembleRoot(kernelArgs);
     GuestInit.EnterRoot(kernelArgs);
 }

@@ -82,6 +82,7 @@ public sealed class SandboxConnection : IAsyncDisposable
     public async IAsyncEnumerable<ExecEvent> ExecAsync(
         ExecRequest request,
         ChannelReader<ReadOnlyMemory<byte>>? stdin,
+        ChannelReader<SessionControl>? control,
         TimeSpan? timeout,
         object target,
         [EnumeratorCancellation] CancellationToken cancellationToken)
@@ -106,6 +107,9 @@ public sealed class SandboxConnection : IAsyncDisposable
         Task feeding = stdin is null
             ? Task.CompletedTask
             : FeedStdinAsync(session, stdin, stdinWindow, sessionEnd.Token);
+        Task controlling = control is null
+            ? Task.CompletedTask
+            : ForwardControlAsync(session, control, sessionEnd.Token);
         int consumed = 0;
         try
         {
@@ -151,6 +155,32 @@ public sealed class SandboxConnection : IAsyncDisposable
             await sessionEnd.CancelAsync().ConfigureAwait(false);
             stdinWindow?.Close();
             await feeding.ConfigureAwait(false);
+            await controlling.ConfigureAwait(false);
+        }
+    }
+
+    // Resizes and signals for the running command, sent as the caller asks for them.
+    private async Task ForwardControlAsync(uint session, ChannelReader<SessionControl> control, CancellationToken end)
+    {
+        try
+        {
+            await foreach (SessionControl item in control.ReadAllAsync(end).ConfigureAwait(false))
+            {
+                if (item.Resize is { } size)
+                {
+                    await _writer.WriteAsync(session, FrameType.Resize, size, end).ConfigureAwait(false);
+                }
+
+                if (item.Signal is int signal)
+                {
+                    await _writer.WriteAsync(session, FrameType.Signal,
+                        new SignalRequest { Signal = signal, ProcessTree = item.ProcessTree }, end).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or ChannelClosedException)
+        {
+            // The session ended or the connection broke; the reader reports which.
         }
     }
 
@@ -247,6 +277,12 @@ public sealed class SandboxConnection : IAsyncDisposable
         _ => SandboxErrorKind.DeviceError,
     };
 }
+
+/// <summary>Something to tell a running command besides its input.</summary>
+/// <param name="Resize">A new size for its terminal.</param>
+/// <param name="Signal">A Linux signal number to send it.</param>
+/// <param name="ProcessTree">Whether the signal goes to every process the command started, too.</param>
+public sealed record SessionControl(TerminalSize? Resize = null, int? Signal = null, bool ProcessTree = false);
 
 /// <summary>Which output stream a chunk came from.</summary>
 public enum OutputChannel

@@ -262,8 +262,17 @@ public sealed class SandboxEngine
             User = command.User ?? sandbox.User,
             Stdin = command.StandardInput is not null,
             FlowControl = connection.SupportsFlowControl,
+            Terminal = command.Terminal,
         };
-        await foreach (ExecEvent e in connection.ExecAsync(request, command.StandardInput, command.Timeout, name, cancellationToken)
+        if (command.Terminal is not null && !connection.Hello.Capabilities.Contains("tty"))
+        {
+            throw new SandboxException("TerminalNotSupported", SandboxErrorKind.NotInstalled,
+                $"The guest agent of sandbox '{name}' cannot run commands on a terminal; restart the "
+                + "sandbox (Stop-Sandbox, Start-Sandbox) to boot this version's agent.", name);
+        }
+
+        await foreach (ExecEvent e in connection.ExecAsync(
+            request, command.StandardInput, command.Control, command.Timeout, name, cancellationToken)
             .ConfigureAwait(false))
         {
             yield return e;
@@ -680,6 +689,15 @@ public sealed class SandboxCommand
     /// the channel completes. Null gives the process an empty stdin.
     /// </summary>
     public ChannelReader<ReadOnlyMemory<byte>>? StandardInput { get; init; }
+
+    /// <summary>
+    /// Run on a terminal of this size instead of pipes: output arrives as stdout only, and the
+    /// command is the session leader of its terminal. Null runs on pipes.
+    /// </summary>
+    public TerminalSize? Terminal { get; init; }
+
+    /// <summary>Resizes and signals for the running command, sent as they are read.</summary>
+    public ChannelReader<SessionControl>? Control { get; init; }
 
     /// <summary>
     /// How long the command may run; then its process tree in the guest is killed and its exit

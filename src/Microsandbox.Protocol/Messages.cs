@@ -74,6 +74,14 @@ public sealed class ExecRequest
     /// the <c>window</c> capability.
     /// </summary>
     public bool FlowControl { get; init; }
+
+    /// <summary>
+    /// Run the command on a pseudo-terminal of this size instead of pipes: it becomes the session
+    /// leader with the terminal as its controlling terminal, its output (stdout and stderr alike)
+    /// arrives as <see cref="FrameType.Stdout"/>, and <see cref="FrameType.Resize"/> changes the
+    /// size. Null runs it on pipes. Asked only of an agent with the <c>tty</c> capability.
+    /// </summary>
+    public TerminalSize? Terminal { get; init; }
 }
 
 /// <summary>The process is running.</summary>
@@ -101,6 +109,16 @@ public sealed class SignalRequest
 
     /// <summary>Whether the process's descendants get the signal too (a shell's children, say).</summary>
     public bool ProcessTree { get; init; }
+}
+
+/// <summary>The size of a terminal, in character cells.</summary>
+public sealed class TerminalSize
+{
+    /// <summary>Lines; positive.</summary>
+    public int Rows { get; init; }
+
+    /// <summary>Columns; positive.</summary>
+    public int Columns { get; init; }
 }
 
 /// <summary>Credit for more data on a flow-controlled session.</summary>
@@ -136,5 +154,6 @@ public sealed class ShutdownRequest
 [JsonSerializable(typeof(SignalRequest))]
 [JsonSerializable(typeof(ShutdownRequest))]
 [JsonSerializable(typeof(WindowUpdate))]
+[JsonSerializable(typeof(TerminalSize))]
 [JsonSerializable(typeof(Dictionary<string, string>))]
 internal sealed partial class ProtocolJsonContext : JsonSerializerContext;

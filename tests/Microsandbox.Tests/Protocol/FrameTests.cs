@@ -34,6 +34,7 @@ public sealed class FrameTests
             [FrameType.ExecFailed] = 0x16,
             [FrameType.Signal] = 0x17,
             [FrameType.Window] = 0x18,
+            [FrameType.Resize] = 0x19,
             [FrameType.Shutdown] = 0x20,
         };
 
@@ -367,7 +368,7 @@ public sealed class FrameTests
     [InlineData(0x00)]
     [InlineData(0x06)]
     [InlineData(0x0F)]
-    [InlineData(0x19)]
+    [InlineData(0x1A)]
     [InlineData(0x21)]
     [InlineData(0xFF)]
     public async Task An_unknown_frame_type_throws(byte type)

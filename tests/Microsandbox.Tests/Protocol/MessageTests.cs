@@ -107,11 +107,14 @@ public sealed class MessageTests
             User = "nobody:nogroup",
             Stdin = true,
             FlowControl = true,
+            Terminal = new TerminalSize { Rows = 30, Columns = 100 },
         };
 
         var (frame, json) = await RoundTripAsync(1, FrameType.ExecRequest, sent);
 
-        Assert.Equal(["argv", "environment", "workingDirectory", "user", "stdin", "flowControl"], Names(json));
+        Assert.Equal(["argv", "environment", "workingDirectory", "user", "stdin", "flowControl", "terminal"],
+            Names(json));
+        Assert.Equal(30, json.GetProperty("terminal").GetProperty("rows").GetInt32());
         var got = frame.Read<ExecRequest>();
         Assert.Equal(sent.Argv, got.Argv);
         Assert.Equal(sent.Environment.OrderBy(p => p.Key), got.Environment.OrderBy(p => p.Key));
@@ -119,6 +122,7 @@ public sealed class MessageTests
         Assert.Equal("nobody:nogroup", got.User);
         Assert.True(got.Stdin);
         Assert.True(got.FlowControl);
+        Assert.Equal((30, 100), (got.Terminal!.Rows, got.Terminal.Columns));
     }
 
     [Fact]
@@ -132,6 +136,7 @@ public sealed class MessageTests
         Assert.Empty(got.Environment);
         Assert.Null(got.WorkingDirectory);
         Assert.Null(got.User);
+        Assert.Null(got.Terminal);
         Assert.False(got.Stdin);
         Assert.False(got.FlowControl);
     }
@@ -171,6 +176,15 @@ public sealed class MessageTests
             new SignalRequest { Signal = 9, ProcessTree = true });
         Assert.Equal(["signal", "processTree"], Names(treeJson));
         Assert.True(tree.Read<SignalRequest>().ProcessTree);
+    }
+
+    [Fact]
+    public async Task TerminalSize_round_trips_as_a_Resize()
+    {
+        var (frame, json) = await RoundTripAsync(3, FrameType.Resize, new TerminalSize { Rows = 50, Columns = 132 });
+
+        Assert.Equal(["rows", "columns"], Names(json));
+        Assert.Equal((50, 132), (frame.Read<TerminalSize>().Rows, frame.Read<TerminalSize>().Columns));
     }
 
     [Fact]
