@@ -14,7 +14,7 @@
     CmdletsToExport        = @(
         'New-Sandbox', 'Get-Sandbox', 'Start-Sandbox', 'Stop-Sandbox', 'Remove-Sandbox',
         'Invoke-SandboxCommand', 'Test-SandboxHost', 'Get-SandboxImage', 'Save-SandboxImage',
-        'Import-SandboxImage', 'Remove-SandboxImage', 'Enter-Sandbox'
+        'Import-SandboxImage', 'Remove-SandboxImage', 'Enter-Sandbox', 'Send-SandboxSignal'
     )
     VariablesToExport      = @()
     AliasesToExport        = @()

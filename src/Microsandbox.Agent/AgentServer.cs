@@ -10,7 +10,8 @@ namespace Microsandbox.Agent;
 internal sealed class AgentServer : IDisposable
 {
     private const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    private static readonly string[] Capabilities = ["exec", "stdin", "signal", "shutdown", "user", "window", "tty"];
+    private static readonly string[] Capabilities =
+        ["exec", "stdin", "signal", "shutdown", "user", "window", "tty", "kill"];
     private readonly Stream _input;
     private readonly FrameWriter _writer;
     private readonly string _kernelRelease;
@@ -89,6 +90,9 @@ internal sealed class AgentServer : IDisposable
                 break;
             case FrameType.Stdin when _sessions.TryGetValue(frame.Session, out ExecSession? session):
                 session.QueueStdin(frame.Payload);
+                break;
+            case FrameType.SignalProcess:
+                await SignalProcessAsync(frame.Session, frame.Read<ProcessSignalRequest>()).ConfigureAwait(false);
                 break;
             case FrameType.Resize when _sessions.TryGetValue(frame.Session, out ExecSession? session):
                 session.Resize(frame.Read<TerminalSize>());
@@ -258,6 +262,35 @@ internal sealed class AgentServer : IDisposable
         }
 
         return program;
+    }
+
+    private async Task SignalProcessAsync(uint id, ProcessSignalRequest request)
+    {
+        // PID 1 is the agent itself: a signal to it would end the sandbox, not a command.
+        if (request.Pid <= 1 || !Directory.Exists($"/proc/{request.Pid}"))
+        {
+            await FailAsync(id, "ProcessNotFound", $"No process {request.Pid} runs in the sandbox.")
+                .ConfigureAwait(false);
+            return;
+        }
+
+        ExecSession? owner = _sessions.Values.FirstOrDefault(session => session.Pid == request.Pid);
+        if (owner is not null)
+        {
+            owner.Signal(request.Signal, request.ProcessTree);
+        }
+        else
+        {
+            List<int> targets = request.ProcessTree
+                ? [request.Pid, .. ProcessTable.DescendantsOf(request.Pid)]
+                : [request.Pid];
+            foreach (int pid in targets)
+            {
+                _ = Native.Kill(pid, request.Signal);
+            }
+        }
+
+        await _writer.WriteAsync(id, FrameType.Exited, new ExecExited { ExitCode = 0 }).ConfigureAwait(false);
     }
 
     private Task FailAsync(uint id, string code, string message) =>

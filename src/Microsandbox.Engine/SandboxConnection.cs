@@ -159,6 +159,23 @@ public sealed class SandboxConnection : IAsyncDisposable
         }
     }
 
+    /// <summary>Signals a guest process by its id, whichever client started it.</summary>
+    public async Task SignalProcessAsync(
+        int pid, int signal, bool processTree, object target, CancellationToken cancellationToken)
+    {
+        uint session = _nextSession;
+        _nextSession += 2;
+        await _writer.WriteAsync(session, FrameType.SignalProcess,
+            new ProcessSignalRequest { Pid = pid, Signal = signal, ProcessTree = processTree }, cancellationToken)
+            .ConfigureAwait(false);
+        Frame frame = await NextFrameAsync(session, target, cancellationToken).ConfigureAwait(false);
+        if (frame.Type is FrameType.ExecFailed or FrameType.Error)
+        {
+            var error = frame.Read<ErrorMessage>();
+            throw new SandboxException(error.Code, KindOf(error.Code), error.Message, pid);
+        }
+    }
+
     // Resizes and signals for the running command, sent as the caller asks for them.
     private async Task ForwardControlAsync(uint session, ChannelReader<SessionControl> control, CancellationToken end)
     {
@@ -174,7 +191,8 @@ public sealed class SandboxConnection : IAsyncDisposable
                 if (item.Signal is int signal)
                 {
                     await _writer.WriteAsync(session, FrameType.Signal,
-                        new SignalRequest { Signal = signal, ProcessTree = item.ProcessTree }, end).ConfigureAwait(false);
+                        new SignalRequest { Signal = signal, ProcessTree = item.ProcessTree }, end)
+                        .ConfigureAwait(false);
                 }
             }
         }
@@ -270,7 +288,8 @@ public sealed class SandboxConnection : IAsyncDisposable
     /// <summary>The kind of a failure the runtime or agent reported by its code.</summary>
     internal static SandboxErrorKind KindOf(string code) => code switch
     {
-        "CommandNotFound" or "WorkingDirectoryNotFound" or "UserNotFound" => SandboxErrorKind.NotFound,
+        "CommandNotFound" or "WorkingDirectoryNotFound" or "UserNotFound" or "ProcessNotFound"
+            => SandboxErrorKind.NotFound,
         "EmptyCommand" or "UserGroupNotSupported" => SandboxErrorKind.InvalidArgument,
         "PermissionDenied" => SandboxErrorKind.PermissionDenied,
         "GuestNotReady" => SandboxErrorKind.Timeout,

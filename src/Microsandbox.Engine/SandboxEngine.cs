@@ -279,6 +279,35 @@ public sealed class SandboxEngine
         }
     }
 
+    /// <summary>
+    /// Sends a Linux signal to a process in a running sandbox by its guest process id (as
+    /// <see cref="ExecEvent.Pid"/> reports it), and with <paramref name="processTree"/> to everything
+    /// it started. Throws <c>ProcessNotFound</c> when no such process runs.
+    /// </summary>
+    public async Task SignalAsync(
+        string name, int processId, int signal, bool processTree, CancellationToken cancellationToken)
+    {
+        SandboxRecord record = FindRecord(name);
+        Sandbox sandbox = Reconcile(record);
+        if (sandbox.State != SandboxState.Running)
+        {
+            throw new SandboxException("SandboxNotRunning", SandboxErrorKind.InvalidOperation,
+                $"The sandbox '{name}' is {sandbox.State}; no process runs in it.", name);
+        }
+
+        await using var connection = await SandboxConnection.ConnectAsync(
+            ControlSocket(record), name, cancellationToken).ConfigureAwait(false);
+        if (!connection.Hello.Capabilities.Contains("kill"))
+        {
+            throw new SandboxException("SignalNotSupported", SandboxErrorKind.NotInstalled,
+                $"The guest agent of sandbox '{name}' cannot signal processes by id; restart the sandbox "
+                + "(Stop-Sandbox, Start-Sandbox) to boot this version's agent.", name);
+        }
+
+        await connection.SignalProcessAsync(processId, signal, processTree, processId, cancellationToken)
+            .ConfigureAwait(false);
+    }
+
     private static IReadOnlyList<string> ArgvOf(Sandbox sandbox, SandboxCommand command)
     {
         if (!command.UseImageCommand)
@@ -670,7 +699,7 @@ internal sealed record RootLayout(
     IReadOnlyList<string> KernelArguments, IReadOnlyList<VirtualDisk> Disks, IReadOnlyList<SharedFolder> SharedFolders);
 
 /// <summary>A command to run in a sandbox: a script for the shell, or a program with arguments.</summary>
-public sealed class SandboxCommand
+public sealed record SandboxCommand
 {
     /// <summary>Text for the sandbox's shell (<c>sh -c</c>).</summary>
     public string? Script { get; init; }

@@ -24,17 +24,7 @@ internal sealed class CommandRun : IDisposable
         _stdin = withStdin
             ? Channel.CreateBounded<ReadOnlyMemory<byte>>(new BoundedChannelOptions(8) { SingleReader = true })
             : null;
-        var run = new SandboxCommand
-        {
-            Script = command.Script,
-            Arguments = command.Arguments,
-            Environment = command.Environment,
-            WorkingDirectory = command.WorkingDirectory,
-            User = command.User,
-            UseImageCommand = command.UseImageCommand,
-            StandardInput = _stdin?.Reader,
-            Timeout = command.Timeout,
-        };
+        SandboxCommand run = command with { StandardInput = _stdin?.Reader };
         CancellationToken token = _stop.Token;
         _pump = Task.Run(async () =>
         {
@@ -122,7 +112,7 @@ internal sealed class CommandRun : IDisposable
     /// <summary>No more stdin: the process reads end of file once it has taken what was sent.</summary>
     public void CompleteInput() => _stdin?.Writer.TryComplete();
 
-    /// <summary>Stops the command if it still runs (its process in the guest is killed) and waits for the engine.</summary>
+    /// <summary>Stops the command if it still runs (killing its process in the guest); waits for the engine.</summary>
     public void Dispose()
     {
         if (!_pump.IsCompleted)

@@ -137,7 +137,11 @@ public sealed class EnterSandboxCommand : SandboxCmdlet
     {
         try
         {
-            return new TerminalSize { Rows = Math.Max(1, Console.WindowHeight), Columns = Math.Max(1, Console.WindowWidth) };
+            return new TerminalSize
+            {
+                Rows = Math.Max(1, Console.WindowHeight),
+                Columns = Math.Max(1, Console.WindowWidth),
+            };
         }
         catch (IOException)
         {

@@ -11,7 +11,7 @@ namespace Microsandbox.PowerShell;
 /// <para type="description">Runs a shell command string (with the sandbox's shell) or a program with arguments in a running sandbox. Standard output lines reach the pipeline as they arrive; standard error lines go to the error stream. Data piped in (strings, bytes) becomes the command's standard input. The exit code is stored in $LASTEXITCODE, and a non-zero exit writes a SandboxCommandFailed error unless -PassThru is given.</para>
 /// </summary>
 [Cmdlet(VerbsLifecycle.Invoke, "SandboxCommand", DefaultParameterSetName = "Command")]
-[OutputType(typeof(string), typeof(byte[]), typeof(SandboxCommandResult))]
+[OutputType(typeof(string), typeof(byte[]), typeof(SandboxCommandResult), typeof(SandboxCommandJob))]
 public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
 {
     /// <summary>
@@ -101,6 +101,12 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
     public int Timeout { get; set; }
 
     /// <summary>
+    /// <para type="description">Run the command in the background and return a job at once (a SandboxCommandJob, named after the sandbox, with the guest ProcessId). Receive-Job gets its output, Stop-Job kills it, and piping it to Send-SandboxSignal signals it. Standard input comes only from -InputFile.</para>
+    /// </summary>
+    [Parameter]
+    public SwitchParameter AsJob { get; set; }
+
+    /// <summary>
     /// <para type="description">Return one result object (ExitCode, Stdout, Stderr, Duration) instead of streaming lines.</para>
     /// </summary>
     [Parameter]
@@ -115,7 +121,21 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
     protected override void ProcessRecord()
     {
         object? input = InputObject?.BaseObject;
-        if (input is null || input is Sandbox || !MyInvocation.BoundParameters.ContainsKey(nameof(InputObject)))
+        bool piped = input is not null and not Sandbox && MyInvocation.BoundParameters.ContainsKey(nameof(InputObject));
+        if (AsJob)
+        {
+            if (piped)
+            {
+                ThrowTerminatingError(new ErrorRecord(
+                    new ArgumentException("A job takes standard input from -InputFile only, not the pipeline."),
+                    "InputConflict", ErrorCategory.InvalidArgument, input));
+            }
+
+            StartJob();
+            return;
+        }
+
+        if (!piped)
         {
             // A piped sandbox (or nothing piped) chooses where the command runs: one run per record.
             RunOnce();
@@ -139,7 +159,7 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
             }
         }
 
-        foreach (ReadOnlyMemory<byte> chunk in ToBytes(input))
+        foreach (ReadOnlyMemory<byte> chunk in ToBytes(input!))
         {
             if (!_fed.WriteInput(chunk, _fedOutput!.Handle))
             {
@@ -183,6 +203,26 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
         _fed?.Dispose();
     }
 
+    private void StartJob()
+    {
+        string? inputFile = null;
+        if (InputFile is not null)
+        {
+            inputFile = GetUnresolvedProviderPathFromPSPath(InputFile);
+            if (!File.Exists(inputFile))
+            {
+                WriteError(new ErrorRecord(new FileNotFoundException($"The input file '{inputFile}' does not exist."),
+                    "InputFileNotFound", ErrorCategory.ObjectNotFound, InputFile));
+                return;
+            }
+        }
+
+        var job = new SandboxCommandJob(new RunOutput(this).DisplayText, Name);
+        JobRepository.Add(job);
+        job.Start(Engine, NewCommand(), MergeError, AsByteStream, inputFile);
+        WriteObject(job);
+    }
+
     private void RunOnce()
     {
         var output = new RunOutput(this);
@@ -201,25 +241,23 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
         Finish(run, output);
     }
 
-    private CommandRun? Start(bool withStdin)
+    private CommandRun? Start(bool withStdin) => new CommandRun(Engine, Name, NewCommand(), withStdin, Cancellation);
+
+    private SandboxCommand NewCommand() => new()
     {
-        var command = new SandboxCommand
+        Script = ParameterSetName == "Command" ? Command : null,
+        Arguments = ParameterSetName switch
         {
-            Script = ParameterSetName == "Command" ? Command : null,
-            Arguments = ParameterSetName switch
-            {
-                "FilePath" => [FilePath, .. ArgumentList],
-                "ImageCommand" => ArgumentList,
-                _ => null,
-            },
-            Environment = ToDictionary(Environment),
-            WorkingDirectory = WorkingDirectory,
-            User = User,
-            UseImageCommand = UseImageCommand,
-            Timeout = Timeout > 0 ? TimeSpan.FromSeconds(Timeout) : null,
-        };
-        return new CommandRun(Engine, Name, command, withStdin, Cancellation);
-    }
+            "FilePath" => [FilePath, .. ArgumentList],
+            "ImageCommand" => ArgumentList,
+            _ => null,
+        },
+        Environment = ToDictionary(Environment),
+        WorkingDirectory = WorkingDirectory,
+        User = User,
+        UseImageCommand = UseImageCommand,
+        Timeout = Timeout > 0 ? TimeSpan.FromSeconds(Timeout) : null,
+    };
 
     private bool FeedFile(CommandRun run, RunOutput output)
     {
@@ -347,6 +385,9 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
             _stdout = new LineSplitter(keepText: cmdlet.PassThru);
             _stderr = new LineSplitter(keepText: cmdlet.PassThru);
         }
+
+        /// <summary>The command as the user gave it, for messages and the job's command.</summary>
+        public string DisplayText => Display;
 
         private string Display => _cmdlet.ParameterSetName switch
         {

@@ -98,7 +98,8 @@ public sealed class NewSandboxCommand : SandboxCmdlet
     /// <inheritdoc/>
     protected override void ProcessRecord()
     {
-        string target = Name ?? $"(a new sandbox of {(string.IsNullOrEmpty(Image) ? SandboxOptions.DefaultImage : Image)})";
+        string image = string.IsNullOrEmpty(Image) ? SandboxOptions.DefaultImage : Image;
+        string target = Name ?? $"(a new sandbox of {image})";
         if (!ShouldProcess(target, Replace ? "Create sandbox, replacing any sandbox of that name" : "Create sandbox"))
         {
             return;

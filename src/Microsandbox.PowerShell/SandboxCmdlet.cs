@@ -108,7 +108,7 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
     }
 
     /// <summary>The error record for an engine failure: its id, category and target.</summary>
-    protected static ErrorRecord ToErrorRecord(SandboxException exception)
+    protected internal static ErrorRecord ToErrorRecord(SandboxException exception)
     {
         ArgumentNullException.ThrowIfNull(exception);
         var record = new ErrorRecord(exception, exception.ErrorId, Category(exception.Kind), exception.Target);

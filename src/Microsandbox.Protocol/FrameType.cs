@@ -51,6 +51,12 @@ public enum FrameType : byte
     /// <summary>The terminal of a terminal session changed size (JSON <see cref="TerminalSize"/>).</summary>
     Resize = 0x19,
 
+    /// <summary>
+    /// Deliver a signal to any guest process by its id (JSON <see cref="ProcessSignalRequest"/>);
+    /// opens a session that ends with <see cref="Exited"/> once delivered, or <see cref="ExecFailed"/>.
+    /// </summary>
+    SignalProcess = 0x1A,
+
     /// <summary>Stop the guest gracefully (JSON <see cref="ShutdownRequest"/>), on session 0.</summary>
     Shutdown = 0x20,
 }
@@ -64,7 +70,7 @@ public static class FrameTypes
         FrameType.Hello or FrameType.HelloAck or FrameType.Ping or FrameType.Pong or FrameType.Error
             or FrameType.ExecRequest or FrameType.ExecStarted or FrameType.Stdout or FrameType.Stderr
             or FrameType.Stdin or FrameType.Exited or FrameType.ExecFailed or FrameType.Signal
-            or FrameType.Window or FrameType.Resize or FrameType.Shutdown => true,
+            or FrameType.Window or FrameType.Resize or FrameType.SignalProcess or FrameType.Shutdown => true,
         _ => false,
     };
 

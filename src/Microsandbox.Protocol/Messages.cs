@@ -111,6 +111,19 @@ public sealed class SignalRequest
     public bool ProcessTree { get; init; }
 }
 
+/// <summary>Asks the agent to signal a guest process by its id, whichever session started it.</summary>
+public sealed class ProcessSignalRequest
+{
+    /// <summary>The process id in the guest.</summary>
+    public int Pid { get; init; }
+
+    /// <summary>Linux signal number.</summary>
+    public int Signal { get; init; }
+
+    /// <summary>Whether every descendant of the process gets the signal too.</summary>
+    public bool ProcessTree { get; init; }
+}
+
 /// <summary>The size of a terminal, in character cells.</summary>
 public sealed class TerminalSize
 {
@@ -155,5 +168,6 @@ public sealed class ShutdownRequest
 [JsonSerializable(typeof(ShutdownRequest))]
 [JsonSerializable(typeof(WindowUpdate))]
 [JsonSerializable(typeof(TerminalSize))]
+[JsonSerializable(typeof(ProcessSignalRequest))]
 [JsonSerializable(typeof(Dictionary<string, string>))]
 internal sealed partial class ProtocolJsonContext : JsonSerializerContext;

@@ -171,3 +171,76 @@ Describe 'A gigabyte through a command' -Tag VM {
         $state.RuntimePeak / 1MB | Should -BeLessThan 128
     }
 }
+
+Describe 'Jobs and signals' -Tag VM {
+    BeforeAll {
+        function Wait-JobOutput($Job, [string] $Text) {
+            $deadline = [DateTime]::UtcNow.AddSeconds(60)
+            while ([DateTime]::UtcNow -lt $deadline) {
+                if (@($Job.Output) -contains $Text) { return }
+                Start-Sleep -Milliseconds 200
+            }
+            throw "The job never wrote '$Text'."
+        }
+    }
+
+    It 'runs a command as a job named after its sandbox, with output, errors and exit code' {
+        $job = Invoke-SandboxCommand -Name streams 'echo one; echo two >&2' -AsJob
+        $job.PSJobTypeName | Should -Be 'SandboxCommandJob'
+        $job.Name | Should -Be 'streams'
+        $null = $job | Wait-Job -Timeout 60
+        $job.State | Should -Be 'Completed'
+        $job.ExitCode | Should -Be 0
+        $job.ProcessId | Should -BeGreaterThan 1
+        $out = Receive-Job $job -ErrorVariable errs -ErrorAction SilentlyContinue
+        $out | Should -Be 'one'
+        "$($errs[0])" | Should -Be 'two'
+        $job | Remove-Job
+    }
+
+    It 'fails the job on a non-zero exit' {
+        $job = Invoke-SandboxCommand -Name streams 'exit 4' -AsJob
+        $null = $job | Wait-Job -Timeout 60
+        $job.State | Should -Be 'Failed'
+        $job.ExitCode | Should -Be 4
+        $job | Remove-Job
+    }
+
+    It 'delivers a signal to the job''s command through Send-SandboxSignal' {
+        $job = Invoke-SandboxCommand -Name streams `
+            'trap "echo got-term; exit 7" TERM; echo ready; while true; do sleep 1; done' -AsJob
+        Wait-JobOutput $job 'ready'
+        $job | Send-SandboxSignal -Signal TERM -WhatIf
+        Start-Sleep -Seconds 1
+        $job.State | Should -Be 'Running'
+        $job | Send-SandboxSignal -Signal SIGTERM
+        $null = $job | Wait-Job -Timeout 60
+        $job.ExitCode | Should -Be 7
+        @($job.Output) | Should -Contain 'got-term'
+        $job | Remove-Job
+    }
+
+    It 'stops the job and its process tree with Stop-Job' {
+        $job = Invoke-SandboxCommand -Name streams 'echo ready; sleep 301 & sleep 302' -AsJob
+        Wait-JobOutput $job 'ready'
+        $job | Stop-Job
+        $null = $job | Wait-Job -Timeout 60
+        $job.State | Should -Be 'Stopped'
+        Invoke-SandboxCommand -Name streams 'ps -o args | grep -c "^sleep 30[12]" || true' | Should -Be '0'
+        $job | Remove-Job
+    }
+
+    It 'says ProcessNotFound, InvalidSignal and InputFileNotFound' {
+        $r = Invoke-Captured { Send-SandboxSignal -Name streams -ProcessId 999999 }
+        Get-ErrorId $r.Errors[0] | Should -Be 'ProcessNotFound'
+        $r.Errors[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        $r.Errors[0].TargetObject | Should -Be 999999
+        $r = Invoke-Captured { Send-SandboxSignal -Name streams -ProcessId 1 -Signal KILL }
+        Get-ErrorId $r.Errors[0] | Should -Be 'ProcessNotFound'
+        $r = Invoke-Captured { Send-SandboxSignal -Name streams -ProcessId 2 -Signal BOGUS }
+        Get-ErrorId $r.Errors[0] | Should -Be 'InvalidSignal'
+        $r.Errors[0].TargetObject | Should -Be 'BOGUS'
+        $r = Invoke-Captured { Invoke-SandboxCommand -Name streams 'cat' -AsJob -InputFile (Join-Path $script:Scratch 'nope') }
+        Get-ErrorId $r.Errors[0] | Should -Be 'InputFileNotFound'
+    }
+}

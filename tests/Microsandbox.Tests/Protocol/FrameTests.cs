@@ -35,6 +35,7 @@ public sealed class FrameTests
             [FrameType.Signal] = 0x17,
             [FrameType.Window] = 0x18,
             [FrameType.Resize] = 0x19,
+            [FrameType.SignalProcess] = 0x1A,
             [FrameType.Shutdown] = 0x20,
         };
 
@@ -368,7 +369,7 @@ public sealed class FrameTests
     [InlineData(0x00)]
     [InlineData(0x06)]
     [InlineData(0x0F)]
-    [InlineData(0x1A)]
+    [InlineData(0x1B)]
     [InlineData(0x21)]
     [InlineData(0xFF)]
     public async Task An_unknown_frame_type_throws(byte type)

@@ -188,6 +188,17 @@ public sealed class MessageTests
     }
 
     [Fact]
+    public async Task ProcessSignalRequest_round_trips()
+    {
+        var (frame, json) = await RoundTripAsync(5, FrameType.SignalProcess,
+            new ProcessSignalRequest { Pid = 812, Signal = 1, ProcessTree = true });
+
+        Assert.Equal(["pid", "signal", "processTree"], Names(json));
+        var got = frame.Read<ProcessSignalRequest>();
+        Assert.Equal((812, 1, true), (got.Pid, got.Signal, got.ProcessTree));
+    }
+
+    [Fact]
     public async Task WindowUpdate_round_trips()
     {
         var (frame, json) = await RoundTripAsync(3, FrameType.Window, new WindowUpdate { Bytes = 65536 });
