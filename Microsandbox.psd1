@@ -14,7 +14,8 @@
     CmdletsToExport        = @(
         'New-Sandbox', 'Get-Sandbox', 'Start-Sandbox', 'Stop-Sandbox', 'Remove-Sandbox',
         'Invoke-SandboxCommand', 'Test-SandboxHost', 'Get-SandboxImage', 'Save-SandboxImage',
-        'Import-SandboxImage', 'Remove-SandboxImage'
+        'Import-SandboxImage', 'Remove-SandboxImage', 'Copy-SandboxItem', 'Get-SandboxChildItem',
+        'Get-SandboxContent', 'Set-SandboxContent', 'New-SandboxItem', 'Remove-SandboxItem', 'Test-SandboxPath'
     )
     VariablesToExport      = @()
     AliasesToExport        = @()
