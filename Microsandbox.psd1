@@ -14,7 +14,9 @@
     CmdletsToExport        = @(
         'New-Sandbox', 'Get-Sandbox', 'Start-Sandbox', 'Stop-Sandbox', 'Remove-Sandbox',
         'Invoke-SandboxCommand', 'Test-SandboxHost', 'Get-SandboxImage', 'Save-SandboxImage',
-        'Import-SandboxImage', 'Remove-SandboxImage', 'Enter-Sandbox', 'Send-SandboxSignal'
+        'Import-SandboxImage', 'Remove-SandboxImage', 'Enter-Sandbox', 'Send-SandboxSignal',
+        'Copy-SandboxItem', 'Get-SandboxChildItem', 'Get-SandboxContent', 'Set-SandboxContent', 'New-SandboxItem',
+        'Remove-SandboxItem', 'Test-SandboxPath'
     )
     VariablesToExport      = @()
     AliasesToExport        = @()

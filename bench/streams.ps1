@@ -14,6 +14,8 @@
       - ours out: `Invoke-SandboxCommand 'dd if=/dev/zero ...' -AsByteStream`, the bytes counted
         on the pipeline; ours in: `Invoke-SandboxCommand 'dd of=/dev/null' -InputFile` of an N-byte
         file;
+      - files in / files out: Copy-SandboxItem of an N-byte file into the guest's /tmp and back
+        out to the host, through the agent's own file sessions;
       - and the host's peak working set during ours out, to show it stays bounded.
     Run after `./build.ps1 Build Guest`. Uses its own MSB_HOME under out/.
 .EXAMPLE
@@ -147,7 +149,19 @@ $oursIn = foreach ($i in 1..$Iterations) {
     }
     Get-Rate $bytes $clock.Elapsed.TotalSeconds
 }
-Remove-Item $file
+$back = "$file.back"
+$filesIn = foreach ($i in 1..$Iterations) {
+    $clock = [Diagnostics.Stopwatch]::StartNew()
+    Copy-SandboxItem -Path $file -ToSandbox bench-streams -Destination /tmp/bench.bin
+    Get-Rate $bytes $clock.Elapsed.TotalSeconds
+}
+$filesOut = foreach ($i in 1..$Iterations) {
+    $clock = [Diagnostics.Stopwatch]::StartNew()
+    Copy-SandboxItem -Path /tmp/bench.bin -FromSandbox bench-streams -Destination $back
+    Get-Rate $bytes $clock.Elapsed.TotalSeconds
+}
+if ((Get-Item $back).Length -ne $bytes) { throw "files out: $((Get-Item $back).Length) of $bytes bytes" }
+Remove-Item $file, $back
 Remove-Sandbox -Name bench-streams -Force
 
 $rows = [ordered]@{
@@ -157,6 +171,8 @@ $rows = [ordered]@{
     "Ours out: Invoke-SandboxCommand dd -AsByteStream, median of $Iterations" = Get-Median $oursOut
     "Raw channel in (host socket to guest port), median of $Iterations"   = Get-Median $rawIn
     "Ours in: Invoke-SandboxCommand dd -InputFile, median of $Iterations" = Get-Median $oursIn
+    "Files in: Copy-SandboxItem host to guest /tmp, median of $Iterations" = Get-Median $filesIn
+    "Files out: Copy-SandboxItem guest /tmp to host, median of $Iterations" = Get-Median $filesOut
 }
 [pscustomobject]@{ Measure = 'Accelerator'; Value = $accel.Name }
 [pscustomobject]@{ Measure = 'Bytes per run'; Value = "$MegaBytes MiB" }
@@ -165,4 +181,6 @@ foreach ($row in $rows.GetEnumerator()) {
 }
 [pscustomobject]@{ Measure = 'Ours out / raw out'; Value = '{0:0.00}x' -f ((Get-Median $oursOut) / (Get-Median $rawOut)) }
 [pscustomobject]@{ Measure = 'Ours in / raw in'; Value = '{0:0.00}x' -f ((Get-Median $oursIn) / (Get-Median $rawIn)) }
+[pscustomobject]@{ Measure = 'Files in / raw in'; Value = '{0:0.00}x' -f ((Get-Median $filesIn) / (Get-Median $rawIn)) }
+[pscustomobject]@{ Measure = 'Files out / raw out'; Value = '{0:0.00}x' -f ((Get-Median $filesOut) / (Get-Median $rawOut)) }
 [pscustomobject]@{ Measure = 'Host working set, peak during ours out'; Value = '{0:0} MiB' -f ($peak / 1MB) }

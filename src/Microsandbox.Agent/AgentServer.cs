@@ -11,11 +11,12 @@ internal sealed class AgentServer : IDisposable
 {
     private const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     private static readonly string[] Capabilities =
-        ["exec", "stdin", "signal", "shutdown", "user", "window", "tty", "kill"];
+        ["exec", "stdin", "signal", "shutdown", "user", "window", "tty", "kill", "files"];
     private readonly Stream _input;
     private readonly FrameWriter _writer;
     private readonly string _kernelRelease;
     private readonly ConcurrentDictionary<uint, ExecSession> _sessions = new();
+    private readonly ConcurrentDictionary<uint, FileSession> _files = new();
     private readonly object _spawnLock = new();
     private bool _acknowledged;
 
@@ -106,6 +107,18 @@ internal sealed class AgentServer : IDisposable
                 break;
             case FrameType.Shutdown:
                 Shutdown();
+                break;
+            case FrameType.FileRequest:
+                StartFileSession(frame.Session, frame.Read<FileRequest>());
+                break;
+            case FrameType.FileData when _files.TryGetValue(frame.Session, out FileSession? file):
+                file.QueueData(frame.Payload);
+                break;
+            case FrameType.Window when _files.TryGetValue(frame.Session, out FileSession? file):
+                file.Grant(frame.Read<WindowUpdate>().Bytes);
+                break;
+            case FrameType.Signal when _files.TryGetValue(frame.Session, out FileSession? file):
+                file.Cancel();
                 break;
             default:
                 // Input for a session that already ended is normal (a late stdin write); ignore it.
@@ -241,6 +254,18 @@ internal sealed class AgentServer : IDisposable
         {
             await session.PumpAsync().ConfigureAwait(false);
             _sessions.TryRemove(id, out _);
+            session.Dispose();
+        });
+    }
+
+    private void StartFileSession(uint id, FileRequest request)
+    {
+        var session = new FileSession(id, request, _writer);
+        _files[id] = session;
+        _ = Task.Run(async () =>
+        {
+            await session.RunAsync().ConfigureAwait(false);
+            _files.TryRemove(id, out _);
             session.Dispose();
         });
     }

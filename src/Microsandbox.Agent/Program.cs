@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using Microsandbox.Agent;
 
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
+
 // The guest agent: PID 1 of every sandbox. Any exception that escapes ends the VM with a
 // kernel panic (init exited), which the host sees as a crash with this message on the console.
 var clock = Stopwatch.StartNew();

@@ -6,7 +6,7 @@ using Microsandbox.Protocol;
 namespace Microsandbox.Engine;
 
 /// <summary>One client connection to a sandbox runtime, after the handshake.</summary>
-public sealed class SandboxConnection : IAsyncDisposable
+public sealed partial class SandboxConnection : IAsyncDisposable
 {
     private readonly NetworkStream _stream;
     private readonly FrameReader _reader;

@@ -10,7 +10,7 @@ namespace Microsandbox.Engine;
 /// The SDK: creates, lists, starts, stops and removes sandboxes and runs commands in them.
 /// Stateless between calls; the home folder is the only truth, shared by every process.
 /// </summary>
-public sealed class SandboxEngine
+public sealed partial class SandboxEngine
 {
     private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(10);
     private readonly StateStore _store;

@@ -59,6 +59,18 @@ public enum FrameType : byte
 
     /// <summary>Stop the guest gracefully (JSON <see cref="ShutdownRequest"/>), on session 0.</summary>
     Shutdown = 0x20,
+
+    /// <summary>A file operation in the guest; opens the session (JSON <see cref="FileRequest"/>).</summary>
+    FileRequest = 0x30,
+
+    /// <summary>Raw bytes of a file being read or written; an empty payload from the host ends a write.</summary>
+    FileData = 0x31,
+
+    /// <summary>Entries of a listing, or of the file a read will send (JSON <see cref="FileEntries"/>).</summary>
+    FileEntries = 0x32,
+
+    /// <summary>The operation succeeded; the last frame of its session (JSON <see cref="FileResult"/>).</summary>
+    FileResult = 0x33,
 }
 
 /// <summary>Facts about frame types that both peers rely on.</summary>
@@ -71,10 +83,12 @@ public static class FrameTypes
             or FrameType.ExecRequest or FrameType.ExecStarted or FrameType.Stdout or FrameType.Stderr
             or FrameType.Stdin or FrameType.Exited or FrameType.ExecFailed or FrameType.Signal
             or FrameType.Window or FrameType.Resize or FrameType.SignalProcess or FrameType.Shutdown => true,
+        FrameType.FileRequest or FrameType.FileData or FrameType.FileEntries or FrameType.FileResult => true,
         _ => false,
     };
 
     /// <summary>Whether a frame of this type is the last one of its session.</summary>
     public static bool EndsSession(FrameType type) =>
-        type is FrameType.Exited or FrameType.ExecFailed or FrameType.Error;
+        type is FrameType.Exited or FrameType.ExecFailed or FrameType.Error
+            or FrameType.FileResult;
 }

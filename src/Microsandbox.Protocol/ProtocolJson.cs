@@ -26,6 +26,7 @@ public static class ProtocolJson
     }
 
     private static JsonTypeInfo<T> TypeInfo<T>() =>
-        ProtocolJsonContext.Default.GetTypeInfo(typeof(T)) as JsonTypeInfo<T>
+        (ProtocolJsonContext.Default.GetTypeInfo(typeof(T)) ?? FileJsonContext.Default.GetTypeInfo(typeof(T)))
+            as JsonTypeInfo<T>
             ?? throw new InvalidOperationException($"{typeof(T).Name} is not a protocol message.");
 }

@@ -373,7 +373,7 @@ internal sealed class Supervisor : IDisposable
 
         if (!mine.TryGetValue(frame.Session, out uint agentSession))
         {
-            if (frame.Type is not (FrameType.ExecRequest or FrameType.SignalProcess))
+            if (frame.Type is not (FrameType.ExecRequest or FrameType.SignalProcess or FrameType.FileRequest))
             {
                 return;
             }

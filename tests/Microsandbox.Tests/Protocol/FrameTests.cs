@@ -37,6 +37,10 @@ public sealed class FrameTests
             [FrameType.Resize] = 0x19,
             [FrameType.SignalProcess] = 0x1A,
             [FrameType.Shutdown] = 0x20,
+            [FrameType.FileRequest] = 0x30,
+            [FrameType.FileData] = 0x31,
+            [FrameType.FileEntries] = 0x32,
+            [FrameType.FileResult] = 0x33,
         };
 
         Assert.Equal(expected.Keys.Order(), Enum.GetValues<FrameType>().Order());
@@ -48,10 +52,10 @@ public sealed class FrameTests
     }
 
     [Fact]
-    public void Only_exited_execfailed_and_error_end_a_session()
+    public void Only_exited_execfailed_error_and_fileresult_end_a_session()
     {
         FrameType[] ending = [.. Enum.GetValues<FrameType>().Where(FrameTypes.EndsSession)];
-        Assert.Equal([FrameType.Error, FrameType.Exited, FrameType.ExecFailed], ending);
+        Assert.Equal([FrameType.Error, FrameType.Exited, FrameType.ExecFailed, FrameType.FileResult], ending);
     }
 
     [Theory]
@@ -371,6 +375,8 @@ public sealed class FrameTests
     [InlineData(0x0F)]
     [InlineData(0x1B)]
     [InlineData(0x21)]
+    [InlineData(0x2F)]
+    [InlineData(0x34)]
     [InlineData(0xFF)]
     public async Task An_unknown_frame_type_throws(byte type)
     {
