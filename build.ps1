@@ -80,8 +80,10 @@ function Invoke-Bootstrap {
     # The Guest task downloads the kernel package by the version apt's lists name; lists from an
     # old machine image point at files the mirror no longer has.
     $lists = @(Get-ChildItem /var/lib/apt/lists -Filter '*_Packages*' -ErrorAction Ignore)
-    $newest = ($lists | Measure-Object LastWriteTime -Maximum).Maximum
-    if ($canInstall -and ($missing.Count -gt 0 -or $lists.Count -eq 0 -or $newest -lt (Get-Date).AddDays(-1))) {
+    # A machine that never ran apt-get update has no lists at all (and Measure-Object no Maximum).
+    $stale = $lists.Count -eq 0 -or
+        ($lists | Measure-Object LastWriteTime -Maximum).Maximum -lt (Get-Date).AddDays(-1)
+    if ($canInstall -and ($missing.Count -gt 0 -or $stale)) {
         Invoke-Native apt-get @('update', '-qq')
     }
 
