@@ -63,6 +63,9 @@ function Invoke-Bootstrap {
         'setpriv'            = 'util-linux'
         'mkfs.ext4'          = 'e2fsprogs'
         'tar'                = 'tar'
+        # The EROFS writer's tests check what it wrote with the reference tools; the image bench
+        # compares against mkfs.erofs.
+        'fsck.erofs'         = 'erofs-utils'
         # The image tests pull from a real registry on loopback, one with htpasswd (bcrypt) auth.
         'docker-registry'    = 'docker-registry'
         'htpasswd'           = 'apache2-utils'
