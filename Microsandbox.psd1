@@ -16,7 +16,7 @@
         'Invoke-SandboxCommand', 'Test-SandboxHost', 'Get-SandboxImage', 'Save-SandboxImage',
         'Import-SandboxImage', 'Remove-SandboxImage', 'Enter-Sandbox', 'Send-SandboxSignal',
         'Copy-SandboxItem', 'Get-SandboxChildItem', 'Get-SandboxContent', 'Set-SandboxContent', 'New-SandboxItem',
-        'Remove-SandboxItem', 'Test-SandboxPath'
+        'Remove-SandboxItem', 'Test-SandboxPath', 'Restart-Sandbox', 'Wait-Sandbox', 'Get-SandboxLog'
     )
     VariablesToExport      = @()
     AliasesToExport        = @()

@@ -23,6 +23,9 @@ public sealed class Sandbox
         Reason = reason;
         RuntimePid = runtimePid;
         Accelerator = accelerator;
+        MaxDuration = record.MaxDurationMilliseconds is long max ? TimeSpan.FromMilliseconds(max) : null;
+        IdleTimeout = record.IdleTimeoutMilliseconds is long idle ? TimeSpan.FromMilliseconds(idle) : null;
+        AttachedProcessId = record.AttachedPid;
         Host = System.Environment.MachineName;
         Directory = record.Directory;
     }
@@ -77,6 +80,21 @@ public sealed class Sandbox
 
     /// <summary>Process id of the sandbox runtime while it runs.</summary>
     public int? RuntimePid { get; }
+
+    /// <summary>How long the sandbox may run per start before it is stopped; null is no limit.</summary>
+    public TimeSpan? MaxDuration { get; }
+
+    /// <summary>How long the sandbox may sit idle before it is stopped; null is no limit.</summary>
+    public TimeSpan? IdleTimeout { get; }
+
+    /// <summary>The host process the running sandbox is tied to (its creating pwsh); null when detached.</summary>
+    public int? AttachedProcessId { get; }
+
+    /// <summary>Whether the sandbox stops when the process that created it exits.</summary>
+    public bool Attached => AttachedProcessId is not null;
+
+    /// <summary>How long ago the sandbox was created.</summary>
+    public TimeSpan Age => DateTimeOffset.UtcNow - CreatedAt;
 
     /// <summary>The accelerator the VM runs on (kvm, tcg).</summary>
     public string? Accelerator { get; }

@@ -68,12 +68,15 @@ public sealed partial class SandboxEngine
         SandboxRules.ValidateName(name);
         SandboxRules.ValidateLabels(options.Labels);
         SandboxRules.ValidateResources(options.Cpus, options.MemoryMB);
+        ValidateSetup(options);
         if (options.BootTimeout is { } boot && boot <= TimeSpan.Zero)
         {
             throw new SandboxException("InvalidBootTimeout", SandboxErrorKind.InvalidArgument,
                 $"The boot timeout must be positive; {boot.TotalSeconds} s was asked for.", boot);
         }
 
+        RequirePositive(options.MaxDuration, "InvalidMaxDuration", "maximum duration");
+        RequirePositive(options.IdleTimeout, "InvalidIdleTimeout", "idle timeout");
         Assets.EnsurePresent();
         Qemu qemu = Qemu.Require();
 
@@ -91,6 +94,11 @@ public sealed partial class SandboxEngine
         foreach (var (key, value) in options.Environment)
         {
             environment[key] = value;
+        }
+
+        if (options.Scripts.Count > 0)
+        {
+            AddScriptPath(environment);
         }
 
         // Image labels come in unless reserved; the user's win on a collision.
@@ -137,6 +145,8 @@ public sealed partial class SandboxEngine
             Labels = labels,
             CreatedAt = DateTimeOffset.UtcNow,
             BootTimeoutMilliseconds = options.BootTimeout is { } t ? (int)t.TotalMilliseconds : null,
+            MaxDurationMilliseconds = options.MaxDuration is { } max ? (long)max.TotalMilliseconds : null,
+            IdleTimeoutMilliseconds = options.IdleTimeout is { } idle ? (long)idle.TotalMilliseconds : null,
             Directory = Home.SandboxDirectory(id),
             State = SandboxState.Created,
         };
@@ -158,12 +168,39 @@ public sealed partial class SandboxEngine
                     .ConfigureAwait(false);
             }
 
-            return await BootAsync(record, qemu, progress, cancellationToken).ConfigureAwait(false);
+            Sandbox sandbox = await BootAsync(record, qemu, options.AttachedProcessId, progress, cancellationToken)
+                .ConfigureAwait(false);
+            if (options.Scripts.Count > 0 || options.Patches.Count > 0)
+            {
+                // The agent is PID 1 and runs nothing of the image on its own, so no command sees
+                // the root before its scripts and patches are in place.
+                await ApplySetupAsync(name, options, progress, cancellationToken).ConfigureAwait(false);
+            }
+
+            return sandbox;
         }
         catch
         {
-            Delete(record);
+            // A sandbox that failed to set up is not kept half-made: its VM goes with its record.
+            try
+            {
+                await StopRecordAsync(Reconcile(record), record, TimeSpan.Zero, "setup failed", CancellationToken.None)
+                    .ConfigureAwait(false);
+            }
+            finally
+            {
+                Delete(record);
+            }
             throw;
+        }
+    }
+
+    private static void RequirePositive(TimeSpan? limit, string errorId, string what)
+    {
+        if (limit is { } span && span <= TimeSpan.Zero)
+        {
+            throw new SandboxException(errorId, SandboxErrorKind.InvalidArgument,
+                $"The {what} must be positive; {span.TotalSeconds} s was asked for.", span);
         }
     }
 
@@ -189,13 +226,14 @@ public sealed partial class SandboxEngine
         Qemu qemu = Qemu.Require();
         try
         {
-            return await BootAsync(record, qemu, progress, cancellationToken).ConfigureAwait(false);
+            return await BootAsync(record, qemu, null, progress, cancellationToken).ConfigureAwait(false);
         }
         catch (SandboxException ex)
         {
             record.State = SandboxState.Crashed;
             record.Reason = ex.Message;
             record.RuntimePid = null;
+            record.AttachedPid = null;
             _store.UpdateState(record);
             throw;
         }
@@ -211,6 +249,32 @@ public sealed partial class SandboxEngine
         await StopRecordAsync(Reconcile(record), record, timeout, "stopped by request", cancellationToken)
             .ConfigureAwait(false);
         return Reconcile(record);
+    }
+
+    /// <summary>
+    /// Waits until a sandbox is no longer starting, running or stopping, and returns it as it then is
+    /// (Stopped, Crashed, or Created). Past <paramref name="timeout"/> (null: no limit) it throws
+    /// <c>WaitSandboxTimeout</c>.
+    /// </summary>
+    public async Task<Sandbox> WaitForStopAsync(string name, TimeSpan? timeout, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            Sandbox current = Get(name);
+            if (!IsLive(current.State))
+            {
+                return current;
+            }
+
+            if (timeout is { } limit && clock.Elapsed >= limit)
+            {
+                throw new SandboxException("WaitSandboxTimeout", SandboxErrorKind.Timeout,
+                    $"The sandbox '{name}' was still {current.State} after {limit.TotalSeconds:0.###} s.", name);
+            }
+
+            await Task.Delay(200, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <summary>Removes a sandbox and its folder; a running one only with <paramref name="force"/>.</summary>
@@ -329,8 +393,19 @@ public sealed partial class SandboxEngine
     }
 
     private async Task<Sandbox> BootAsync(
-        SandboxRecord record, Qemu qemu, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
+        SandboxRecord record,
+        Qemu qemu,
+        int? attachTo,
+        IProgress<SandboxMessage>? progress,
+        CancellationToken cancellationToken)
     {
+        long? attachedStart = null;
+        if (attachTo is int attached)
+        {
+            attachedStart = ProcessStartTicks(attached) ?? throw new SandboxException("AttachedProcessNotFound",
+                SandboxErrorKind.NotFound, $"There is no process {attached} to attach the sandbox to.", attached);
+        }
+
         AcceleratorChoice accel = await AcceleratorProbe.ResolveAsync(Home, qemu, Assets, cancellationToken)
             .ConfigureAwait(false);
         progress?.Report(new(accel.IsEmulated ? SandboxMessageLevel.Warning : SandboxMessageLevel.Verbose,
@@ -371,6 +446,11 @@ public sealed partial class SandboxEngine
             StatusPath = StatusFile(record),
             BootTimeoutMilliseconds = (int)timeout.TotalMilliseconds,
             Accelerator = accel.Name,
+            MaxDurationMilliseconds = record.MaxDurationMilliseconds ?? 0,
+            IdleTimeoutMilliseconds = record.IdleTimeoutMilliseconds ?? 0,
+            AttachedProcessId = attachTo,
+            AttachedProcessStartTicks = attachedStart,
+            CommandLogPath = CommandLog(record),
         };
         string specPath = SpecFile(record);
         RuntimeSpecFile.Save(spec, specPath);
@@ -385,6 +465,7 @@ public sealed partial class SandboxEngine
         record.RuntimePid = runtime.Id;
         record.Accelerator = accel.Name;
         record.Reason = null;
+        record.AttachedPid = attachTo;
         _store.UpdateState(record);
         try
         {
@@ -582,6 +663,7 @@ public sealed partial class SandboxEngine
 
         record.State = SandboxState.Stopped;
         record.RuntimePid = null;
+        record.AttachedPid = null;
         record.Reason = RuntimeStatus.Load(StatusFile(record)) is { State: "Stopped" } status
             ? status.Reason : reason;
         _store.UpdateState(record);
@@ -612,6 +694,7 @@ public sealed partial class SandboxEngine
                 record.Reason = status?.Reason ?? (clean ? null
                     : "The sandbox runtime process ended unexpectedly (it was killed or crashed).");
                 record.RuntimePid = null;
+                record.AttachedPid = null;
                 _store.UpdateState(record);
             }
         }
@@ -640,6 +723,23 @@ public sealed partial class SandboxEngine
     private static string StatusFile(SandboxRecord record) => Path.Join(record.Directory, "status.json");
 
     private static string SpecFile(SandboxRecord record) => Path.Join(record.Directory, "runtime.json");
+
+    private static string CommandLog(SandboxRecord record) => Path.Join(record.Directory, "commands.log");
+
+    /// <summary>When a process started, in clock ticks since boot (field 22 of its stat); null if it is gone.</summary>
+    private static long? ProcessStartTicks(int pid)
+    {
+        try
+        {
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return fields.Length > 19 && long.TryParse(fields[19], out long ticks) ? ticks : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
 
     /// <summary>
     /// Whether <paramref name="pid"/> is still this sandbox's runtime: a live process whose

@@ -36,6 +36,16 @@ public sealed class SandboxOptions
     /// </summary>
     public string? User { get; set; }
 
+    /// <summary>
+    /// Named scripts placed at <c>/.msb/scripts/&lt;name&gt;</c> (mode 0755) before New-Sandbox returns,
+    /// with that folder at the end of every command's PATH. A script without a <c>#!</c> line is given
+    /// <c>#!/bin/sh</c>.
+    /// </summary>
+    public IDictionary<string, string> Scripts { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>Changes to the root, applied in order before New-Sandbox returns.</summary>
+    public IList<SandboxPatch> Patches { get; } = new List<SandboxPatch>();
+
     /// <summary>Shell that runs command strings (default <c>/bin/sh</c>).</summary>
     public string Shell { get; set; } = "/bin/sh";
 
@@ -50,4 +60,23 @@ public sealed class SandboxOptions
 
     /// <summary>How long the guest may take to become ready; null picks a default for the accelerator.</summary>
     public TimeSpan? BootTimeout { get; set; }
+
+    /// <summary>
+    /// How long the sandbox may run, from the moment it is ready, before its runtime stops it
+    /// gracefully; null is no limit. Kept for the sandbox's life: every start gets the same limit.
+    /// </summary>
+    public TimeSpan? MaxDuration { get; set; }
+
+    /// <summary>
+    /// How long the sandbox may go with no command, file transfer or client before its runtime stops
+    /// it gracefully; null is no limit. Kept for the sandbox's life.
+    /// </summary>
+    public TimeSpan? IdleTimeout { get; set; }
+
+    /// <summary>
+    /// A host process to tie the new sandbox to: when that process exits or is killed, the sandbox's
+    /// runtime stops it gracefully. Null (the default) leaves the sandbox detached, outliving its
+    /// creator. Applies to this first run; a later start is detached unless it attaches again.
+    /// </summary>
+    public int? AttachedProcessId { get; set; }
 }

@@ -46,6 +46,13 @@ internal sealed class SandboxRecord
 
     public int? BootTimeoutMilliseconds { get; init; }
 
+    public long? MaxDurationMilliseconds { get; init; }
+
+    public long? IdleTimeoutMilliseconds { get; init; }
+
+    /// <summary>The host process the running sandbox is tied to; null when detached or not running.</summary>
+    public int? AttachedPid { get; set; }
+
     public required string Directory { get; init; }
 
     public SandboxState State { get; set; }

@@ -16,7 +16,7 @@ internal sealed class StateStore
     private static readonly string[] AddedColumns =
     [
         "base_path TEXT", "user_name TEXT", "entrypoint TEXT", "cmd TEXT", "root_format TEXT",
-        "root_partition INTEGER",
+        "root_partition INTEGER", "max_duration_ms INTEGER", "idle_timeout_ms INTEGER", "attached_pid INTEGER",
     ];
     private readonly string _connectionString;
     private readonly string _home;
@@ -99,9 +99,9 @@ internal sealed class StateStore
         insert.CommandText = """
             INSERT INTO sandboxes (id, name, image, cpus, memory_mb, shell, working_directory, environment,
                 created_at, boot_timeout_ms, state, base_path, user_name, entrypoint, cmd, root_format,
-                root_partition)
+                root_partition, max_duration_ms, idle_timeout_ms)
             VALUES ($id, $name, $image, $cpus, $memory, $shell, $cwd, $env, $created, $boot, $state, $base,
-                $user, $entrypoint, $cmd, $rootFormat, $rootPartition)
+                $user, $entrypoint, $cmd, $rootFormat, $rootPartition, $maxDuration, $idleTimeout)
             ON CONFLICT(name) DO NOTHING
             """;
         insert.Parameters.AddWithValue("$id", record.Id);
@@ -121,6 +121,8 @@ internal sealed class StateStore
         insert.Parameters.AddWithValue("$cmd", JsonSerializer.Serialize(record.Cmd));
         insert.Parameters.AddWithValue("$rootFormat", (object?)record.RootFormat?.ToString() ?? DBNull.Value);
         insert.Parameters.AddWithValue("$rootPartition", (object?)record.RootPartition ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$maxDuration", (object?)record.MaxDurationMilliseconds ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$idleTimeout", (object?)record.IdleTimeoutMilliseconds ?? DBNull.Value);
         if (insert.ExecuteNonQuery() == 0)
         {
             return false;
@@ -167,7 +169,8 @@ internal sealed class StateStore
             query.CommandText = """
                 SELECT id, name, image, cpus, memory_mb, shell, working_directory, environment, created_at,
                     boot_timeout_ms, state, started_at, runtime_pid, accelerator, reason, base_path,
-                    user_name, entrypoint, cmd, root_format, root_partition
+                    user_name, entrypoint, cmd, root_format, root_partition, max_duration_ms, idle_timeout_ms,
+                    attached_pid
                 FROM sandboxes ORDER BY name
                 """;
             using var reader = query.ExecuteReader();
@@ -198,6 +201,9 @@ internal sealed class StateStore
                     Cmd = ReadList(reader, 18),
                     RootFormat = reader.IsDBNull(19) ? null : Enum.Parse<DiskImageFormat>(reader.GetString(19)),
                     RootPartition = reader.IsDBNull(20) ? null : reader.GetInt32(20),
+                    MaxDurationMilliseconds = reader.IsDBNull(21) ? null : reader.GetInt64(21),
+                    IdleTimeoutMilliseconds = reader.IsDBNull(22) ? null : reader.GetInt64(22),
+                    AttachedPid = reader.IsDBNull(23) ? null : reader.GetInt32(23),
                     Labels = labels.TryGetValue(id, out var set) ? set : new Dictionary<string, string>(),
                     Directory = Path.Join(_home, "sandboxes", id),
                 });
@@ -218,7 +224,7 @@ internal sealed class StateStore
         using var update = connection.CreateCommand();
         update.CommandText = """
             UPDATE sandboxes SET state = $state, started_at = $started, runtime_pid = $pid,
-                accelerator = $accel, reason = $reason, base_path = $base
+                accelerator = $accel, reason = $reason, base_path = $base, attached_pid = $attached
             WHERE id = $id
             """;
         update.Parameters.AddWithValue("$id", record.Id);
@@ -229,6 +235,7 @@ internal sealed class StateStore
         update.Parameters.AddWithValue("$accel", (object?)record.Accelerator ?? DBNull.Value);
         update.Parameters.AddWithValue("$reason", (object?)record.Reason ?? DBNull.Value);
         update.Parameters.AddWithValue("$base", (object?)record.BasePath ?? DBNull.Value);
+        update.Parameters.AddWithValue("$attached", (object?)record.AttachedPid ?? DBNull.Value);
         update.ExecuteNonQuery();
     }
 

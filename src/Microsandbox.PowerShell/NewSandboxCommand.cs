@@ -1,4 +1,6 @@
 using System.Collections;
+using System.Globalization;
+using System.Text;
 using System.Management.Automation;
 using Microsandbox.Engine;
 
@@ -95,6 +97,38 @@ public sealed class NewSandboxCommand : SandboxCmdlet
     [ValidateRange(1, int.MaxValue)]
     public int BootTimeout { get; set; }
 
+    /// <summary>
+    /// <para type="description">Seconds the sandbox may run, from the moment it is ready, before it is stopped gracefully. Kept for the sandbox's life: each start gets the same limit. Default: no limit.</para>
+    /// </summary>
+    [Parameter]
+    [ValidateRange(1, int.MaxValue)]
+    public int MaxDuration { get; set; }
+
+    /// <summary>
+    /// <para type="description">Seconds the sandbox may go with no command running, no file transfer and no client connected before it is stopped gracefully. Kept for the sandbox's life. Default: no limit.</para>
+    /// </summary>
+    [Parameter]
+    [ValidateRange(1, int.MaxValue)]
+    public int IdleTimeout { get; set; }
+
+    /// <summary>
+    /// <para type="description">Tie the sandbox to this pwsh process: when it exits or is killed, the sandbox is stopped gracefully. Without it a sandbox is detached and outlives the pwsh that made it. A later Start-Sandbox boots it detached.</para>
+    /// </summary>
+    [Parameter]
+    public SwitchParameter Attached { get; set; }
+
+    /// <summary>
+    /// <para type="description">Named scripts, as a hashtable of name to script text, written to /.msb/scripts/NAME (mode 0755) before the sandbox is returned; that folder is at the end of every command's PATH. A script without a #! line is given #!/bin/sh.</para>
+    /// </summary>
+    [Parameter]
+    public Hashtable? Script { get; set; }
+
+    /// <summary>
+    /// <para type="description">Changes to the root, applied in order before the sandbox is returned. Each hashtable names one action with a guest path: Write (with Content, optional Mode), Append (with Content), Directory (optional Mode), Copy (a host path, with Destination) or Remove. Content is a string or bytes; Mode is permission bits as chmod writes them, such as '0600' or 755.</para>
+    /// </summary>
+    [Parameter]
+    public Hashtable[]? Patch { get; set; }
+
     /// <inheritdoc/>
     protected override void ProcessRecord()
     {
@@ -117,6 +151,9 @@ public sealed class NewSandboxCommand : SandboxCmdlet
             Replace = Replace,
             ReplaceTimeout = TimeSpan.FromSeconds(ReplaceTimeout),
             BootTimeout = BootTimeout > 0 ? TimeSpan.FromSeconds(BootTimeout) : null,
+            MaxDuration = MaxDuration > 0 ? TimeSpan.FromSeconds(MaxDuration) : null,
+            IdleTimeout = IdleTimeout > 0 ? TimeSpan.FromSeconds(IdleTimeout) : null,
+            AttachedProcessId = Attached ? System.Environment.ProcessId : null,
             PullPolicy = PullPolicy,
         };
         foreach (var (key, value) in ToDictionary(Environment))
@@ -127,6 +164,26 @@ public sealed class NewSandboxCommand : SandboxCmdlet
         foreach (var (key, value) in ToDictionary(Label))
         {
             options.Labels[key] = value;
+        }
+
+        try
+        {
+            foreach (DictionaryEntry entry in Script ?? [])
+            {
+                string script = entry.Key?.ToString() ?? "";
+                options.Scripts[script] = entry.Value is null ? ""
+                    : (string)LanguagePrimitives.ConvertTo(entry.Value, typeof(string), CultureInfo.InvariantCulture);
+            }
+
+            foreach (Hashtable table in Patch ?? [])
+            {
+                options.Patches.Add(ToPatch(table));
+            }
+        }
+        catch (SandboxException ex)
+        {
+            WriteSandboxError(ex);
+            return;
         }
 
         var view = new LayerProgressView(this, options.Image ?? SandboxOptions.DefaultImage);
@@ -146,6 +203,86 @@ public sealed class NewSandboxCommand : SandboxCmdlet
             {
                 view.Complete();
             }
+        }
+    }
+
+    private static readonly string[] PatchActions = ["Write", "Append", "Directory", "Copy", "Remove"];
+
+    /// <summary>Turns one -Patch hashtable into a patch; anything unclear is <c>InvalidPatch</c>.</summary>
+    private SandboxPatch ToPatch(Hashtable? table)
+    {
+        if (table is null)
+        {
+            throw new SandboxException("InvalidPatch", SandboxErrorKind.InvalidArgument, "A patch cannot be null.");
+        }
+
+        var keys = new Dictionary<string, object?>(StringComparer.OrdinalIgnoreCase);
+        foreach (DictionaryEntry entry in table)
+        {
+            keys[entry.Key?.ToString() ?? ""] = entry.Value is PSObject wrapped ? wrapped.BaseObject : entry.Value;
+        }
+
+        string[] actions = [.. PatchActions.Where(keys.ContainsKey)];
+        string[] allowed = [.. actions, "Content", "Mode", "Destination"];
+        string? unknown = keys.Keys.FirstOrDefault(k => !allowed.Contains(k, StringComparer.OrdinalIgnoreCase));
+        if (actions.Length != 1 || unknown is not null)
+        {
+            throw new SandboxException("InvalidPatch", SandboxErrorKind.InvalidArgument,
+                unknown is not null && actions.Length == 1
+                    ? $"A patch does not take the key '{unknown}'; it takes Content, Mode and Destination besides its action."
+                    : "A patch names exactly one action: Write, Append, Directory, Copy or Remove.", table);
+        }
+
+        string action = actions[0];
+        string path = keys[action]?.ToString() ?? "";
+        int? mode = keys.TryGetValue("Mode", out object? m) && m is not null ? ParseMode(m, table) : null;
+        byte[]? content = keys.TryGetValue("Content", out object? c) ? c switch
+        {
+            null => [],
+            byte[] bytes => bytes,
+            string text => Encoding.UTF8.GetBytes(text),
+            _ => Encoding.UTF8.GetBytes((string)LanguagePrimitives.ConvertTo(c, typeof(string), CultureInfo.InvariantCulture)),
+        } : null;
+        bool wantsContent = action is "Write" or "Append";
+        if (wantsContent != (content is not null) || (action == "Copy") != keys.ContainsKey("Destination")
+            || (mode is not null && action is not ("Write" or "Directory")))
+        {
+            throw new SandboxException("InvalidPatch", SandboxErrorKind.InvalidArgument, action switch
+            {
+                "Write" or "Append" when content is null => $"The {action} patch of '{path}' needs Content.",
+                "Copy" when !keys.ContainsKey("Destination") => $"The Copy patch of '{path}' needs a Destination in the sandbox.",
+                _ when mode is not null && action is not ("Write" or "Directory") => $"Only Write and Directory patches take a Mode.",
+                _ => $"The {action} patch of '{path}' takes neither Content nor Destination.",
+            }, table);
+        }
+
+        SandboxPatch patch = action switch
+        {
+            "Write" => new SandboxPatch(SandboxPatchKind.WriteFile, path) { Content = content, Mode = mode },
+            "Append" => new SandboxPatch(SandboxPatchKind.AppendFile, path) { Content = content },
+            "Directory" => new SandboxPatch(SandboxPatchKind.MakeDirectory, path) { Mode = mode },
+            "Copy" => new SandboxPatch(SandboxPatchKind.CopyFromHost, keys["Destination"]?.ToString() ?? "")
+            {
+                Source = path.Length == 0 ? path : GetUnresolvedProviderPathFromPSPath(path),
+            },
+            _ => new SandboxPatch(SandboxPatchKind.Remove, path),
+        };
+        patch.Validate(table);
+        return patch;
+    }
+
+    private static int ParseMode(object value, Hashtable table)
+    {
+        try
+        {
+            // Written as chmod takes it: 644 and '0644' both mean rw-r--r--.
+            string text = ((string)LanguagePrimitives.ConvertTo(value, typeof(string), CultureInfo.InvariantCulture)).Trim();
+            return Convert.ToInt32(text.StartsWith("0o", StringComparison.OrdinalIgnoreCase) ? text[2..] : text, 8);
+        }
+        catch (Exception ex) when (ex is FormatException or OverflowException or ArgumentException or PSInvalidCastException)
+        {
+            throw new SandboxException("InvalidPatch", SandboxErrorKind.InvalidArgument,
+                $"The patch Mode '{value}' is not permission bits; give an octal string such as '0644'.", table, ex);
         }
     }
 }

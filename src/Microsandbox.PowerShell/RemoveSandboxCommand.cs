@@ -5,7 +5,7 @@ namespace Microsandbox.PowerShell;
 
 /// <summary>
 /// <para type="synopsis">Removes sandboxes and everything they stored.</para>
-/// <para type="description">Deletes each sandbox's record and folder. A running sandbox is refused unless -Force is given, which kills it first.</para>
+/// <para type="description">Deletes each sandbox's record and folder. A running sandbox is refused unless -Force is given, which kills it first. Many sandboxes are removed at once, and each failure is reported on its own.</para>
 /// </summary>
 [Cmdlet(VerbsCommon.Remove, "Sandbox", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High,
     DefaultParameterSetName = ByName)]
@@ -23,18 +23,21 @@ public sealed class RemoveSandboxCommand : SandboxTargetCmdlet
     {
         foreach (Sandbox target in Targets())
         {
-            if (!Confirmed(target.Name))
+            if (Confirmed(target.Name))
             {
-                continue;
+                Enqueue(target);
             }
-
-            ForEach(target, s => Run(async (_, token) =>
-            {
-                await Engine.RemoveAsync(s.Name, Force, token).ConfigureAwait(false);
-                return true;
-            }));
         }
     }
+
+    /// <inheritdoc/>
+    protected override void EndProcessing() =>
+        RunQueued(async (s, progress, token) =>
+        {
+            progress.Report(new(SandboxMessageLevel.Verbose, $"Removing sandbox '{s.Name}'."));
+            await Engine.RemoveAsync(s.Name, Force, token).ConfigureAwait(false);
+            return null;
+        });
 
     /// <summary>-Force skips the prompt, unless -Confirm or -WhatIf was asked for explicitly.</summary>
     private bool Confirmed(string name)

@@ -31,6 +31,9 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
     /// <inheritdoc/>
     protected override void StopProcessing() => _cancellation.Cancel();
 
+    /// <summary>Cancels the engine operations under way, as Ctrl+C does.</summary>
+    protected void CancelOperations() => _cancellation.Cancel();
+
     /// <summary>
     /// Runs an engine operation on the thread pool while this (the pipeline) thread writes its
     /// messages, since only the pipeline thread may write to PowerShell's streams.

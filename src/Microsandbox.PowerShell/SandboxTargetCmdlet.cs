@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Management.Automation;
 using Microsandbox.Engine;
 
@@ -63,18 +64,141 @@ public abstract class SandboxTargetCmdlet : SandboxCmdlet
         }
     }
 
-    /// <summary>Runs <paramref name="action"/> for one sandbox, turning an engine failure into a non-terminating error.</summary>
-    protected void ForEach(Sandbox sandbox, Action<Sandbox> action)
+    /// <summary>How many sandboxes a bulk operation works on at once.</summary>
+    protected virtual int BulkLimit => 8;
+
+    private readonly List<Sandbox> _queued = [];
+    private readonly HashSet<string> _queuedNames = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Keeps a sandbox for <see cref="RunQueued"/>, once however often it arrives, so that a whole
+    /// pipeline's sandboxes are acted on together.
+    /// </summary>
+    protected void Enqueue(Sandbox sandbox)
     {
         ArgumentNullException.ThrowIfNull(sandbox);
-        ArgumentNullException.ThrowIfNull(action);
+        if (_queuedNames.Add(sandbox.Name))
+        {
+            _queued.Add(sandbox);
+        }
+    }
+
+    /// <summary>Queues every sandbox this invocation names that the user agrees to <paramref name="action"/>.</summary>
+    protected void EnqueueTargets(string action)
+    {
+        foreach (Sandbox target in Targets())
+        {
+            if (ShouldProcess(target.Name, action))
+            {
+                Enqueue(target);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="operation"/> for every queued sandbox, up to <see cref="BulkLimit"/> at
+    /// once, while this (the pipeline) thread writes their messages, results and errors as they
+    /// come: each failure is a non-terminating error of its own and the others go on. A result of
+    /// null writes nothing.
+    /// </summary>
+    protected void RunQueued(Func<Sandbox, IProgress<SandboxMessage>, CancellationToken, Task<object?>> operation)
+    {
+        ArgumentNullException.ThrowIfNull(operation);
+        if (_queued.Count == 0)
+        {
+            return;
+        }
+
+        using var events = new BlockingCollection<object>();
+        using var slots = new SemaphoreSlim(BulkLimit);
+        var progress = new QueueReporter(events);
+        Task all = Task.WhenAll(_queued.Select(sandbox => Task.Run(async () =>
+        {
+            await slots.WaitAsync(Cancellation).ConfigureAwait(false);
+            try
+            {
+                if (await operation(sandbox, progress, Cancellation).ConfigureAwait(false) is { } result)
+                {
+                    events.Add(new Outcome(result));
+                }
+            }
+            catch (SandboxException ex)
+            {
+                events.Add(ex);
+            }
+            finally
+            {
+                slots.Release();
+            }
+        })));
+        _ = all.ContinueWith(_ => events.CompleteAdding(), TaskScheduler.Default);
+
+        // One boot after another warns of emulation alike; a bulk start says so once.
+        var warned = new HashSet<string>(StringComparer.Ordinal);
         try
         {
-            action(sandbox);
+            foreach (object item in events.GetConsumingEnumerable())
+            {
+                switch (item)
+                {
+                    case SandboxMessage { Level: SandboxMessageLevel.Warning } warning when !warned.Add(warning.Text):
+                        break;
+                    case SandboxMessage message:
+                        WriteMessage(message);
+                        break;
+                    case SandboxException error:
+                        WriteSandboxError(error);
+                        break;
+                    case Outcome outcome:
+                        WriteObject(outcome.Value);
+                        break;
+                }
+            }
         }
-        catch (SandboxException ex)
+        catch
         {
-            WriteSandboxError(ex);
+            // The pipeline is stopping: the operations still under way are cancelled and awaited.
+            StopQueued(all);
+            throw;
+        }
+
+        try
+        {
+            all.GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException)
+        {
+            // Ctrl+C: PowerShell stops the pipeline itself.
+        }
+    }
+
+    private void StopQueued(Task all)
+    {
+        CancelOperations();
+        try
+        {
+            all.Wait();
+        }
+        catch (AggregateException)
+        {
+            // Cancelled operations end with exceptions nobody is left to read.
+        }
+    }
+
+    private sealed record Outcome(object Value);
+
+    private sealed class QueueReporter(BlockingCollection<object> events) : IProgress<SandboxMessage>
+    {
+        public void Report(SandboxMessage value)
+        {
+            try
+            {
+                events.Add(value);
+            }
+            catch (InvalidOperationException)
+            {
+                // A message after its operation ended has nobody left to read it.
+            }
         }
     }
 }

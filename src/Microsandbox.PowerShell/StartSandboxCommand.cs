@@ -5,7 +5,7 @@ namespace Microsandbox.PowerShell;
 
 /// <summary>
 /// <para type="synopsis">Starts stopped sandboxes.</para>
-/// <para type="description">Boots the microVM of each sandbox that is stopped or crashed and waits until its agent is ready. Running sandboxes are left as they are.</para>
+/// <para type="description">Boots the microVM of each sandbox that is stopped or crashed and waits until its agent is ready. Running sandboxes are left as they are. Many sandboxes are started at once, and each failure is reported on its own.</para>
 /// </summary>
 [Cmdlet(VerbsLifecycle.Start, "Sandbox", SupportsShouldProcess = true, DefaultParameterSetName = ByName)]
 [OutputType(typeof(Sandbox))]
@@ -18,23 +18,19 @@ public sealed class StartSandboxCommand : SandboxTargetCmdlet
     public SwitchParameter PassThru { get; set; }
 
     /// <inheritdoc/>
-    protected override void ProcessRecord()
-    {
-        foreach (Sandbox target in Targets())
+    protected override void ProcessRecord() => EnqueueTargets("Start sandbox");
+
+    /// <inheritdoc/>
+    protected override void EndProcessing() =>
+        RunQueued(async (s, progress, token) =>
         {
-            if (!ShouldProcess(target.Name, "Start sandbox"))
+            if (s.State == SandboxState.Crashed)
             {
-                continue;
+                progress.Report(new(SandboxMessageLevel.Verbose,
+                    $"Starting sandbox '{s.Name}' again after it crashed: {s.Reason}"));
             }
 
-            ForEach(target, s =>
-            {
-                Sandbox started = Run((progress, token) => Engine.StartAsync(s.Name, progress, token));
-                if (PassThru)
-                {
-                    WriteObject(started);
-                }
-            });
-        }
-    }
+            Sandbox started = await Engine.StartAsync(s.Name, progress, token).ConfigureAwait(false);
+            return PassThru ? started : null;
+        });
 }

@@ -38,6 +38,33 @@ public sealed class RuntimeSpec
 
     /// <summary>The accelerator the VMM arguments select (kvm, tcg...), recorded in the status.</summary>
     public string Accelerator { get; init; } = "";
+
+    /// <summary>
+    /// How long the sandbox may run from the moment it is ready before the runtime stops it
+    /// gracefully; 0 (the default) is no limit.
+    /// </summary>
+    public long MaxDurationMilliseconds { get; init; }
+
+    /// <summary>
+    /// How long the sandbox may go with no client connected and no command or file session open
+    /// before the runtime stops it gracefully; 0 (the default) is no limit.
+    /// </summary>
+    public long IdleTimeoutMilliseconds { get; init; }
+
+    /// <summary>
+    /// A host process the sandbox is tied to: when it ends, the runtime stops the sandbox
+    /// gracefully. Absent for a detached sandbox.
+    /// </summary>
+    public int? AttachedProcessId { get; init; }
+
+    /// <summary>
+    /// The start time of <see cref="AttachedProcessId"/> in clock ticks since boot (field 22 of
+    /// <c>/proc/PID/stat</c>), so a reused process id is never taken for the process it was.
+    /// </summary>
+    public long? AttachedProcessStartTicks { get; init; }
+
+    /// <summary>The file the runtime appends one line to per command started and ended; empty, none.</summary>
+    public string CommandLogPath { get; init; } = "";
 }
 
 /// <summary>The runtime's own account of the sandbox, rewritten atomically on every change.</summary>

@@ -19,6 +19,7 @@ internal sealed class Supervisor : IDisposable
     private readonly TaskCompletionSource _stopRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Dictionary<uint, Route> _routes = [];
     private readonly object _gate = new();
+    private readonly object _commandLogGate = new();
     private Process? _vmm;
     private FrameWriter? _agent;
     private uint _nextAgentSession = 1;
@@ -26,6 +27,8 @@ internal sealed class Supervisor : IDisposable
     private string? _stopReason;
     private ErrorMessage? _bootError;
     private long? _bootMilliseconds;
+    private int _clients;
+    private long _lastActivity = Environment.TickCount64;
 
     public Supervisor(RuntimeSpec spec) => _spec = spec;
 
@@ -82,7 +85,11 @@ internal sealed class Supervisor : IDisposable
         _bootMilliseconds = clock.ElapsedMilliseconds;
         Log($"agent ready in {_bootMilliseconds} ms");
         WriteStatus("Running");
+        using var limits = new CancellationTokenSource();
+        Task watch = WatchLimitsAsync(limits.Token);
         await Task.WhenAny(exited, _stopRequested.Task).ConfigureAwait(false);
+        await limits.CancelAsync().ConfigureAwait(false);
+        await watch.ConfigureAwait(false);
         if (!exited.IsCompleted)
         {
             WriteStatus("Stopping");
@@ -124,13 +131,121 @@ internal sealed class Supervisor : IDisposable
         string? panic = tail.Split('\n').FirstOrDefault(l => l.Contains("Kernel panic", StringComparison.Ordinal));
         if (panic is not null || _vmm!.ExitCode != 0)
         {
-            string reason = panic?.Trim() ?? $"The VMM exited with code {_vmm!.ExitCode}.";
+            // .NET reports a process ended by a signal as 128 + its number, as shells do.
+            int code = _vmm!.ExitCode;
+            string reason = panic?.Trim() ?? (code > 128 && code < 160
+                ? $"The VMM (pid {_vmm.Id}) was killed by signal {code - 128}."
+                : $"The VMM (pid {_vmm.Id}) exited with code {code}.");
             WriteStatus("Crashed", "GuestCrashed", reason, tail);
             return 1;
         }
 
         WriteStatus("Stopped", reason: "The guest shut itself down.");
         return 0;
+    }
+
+    /// <summary>
+    /// Stops the sandbox gracefully when it has run its maximum duration, has been idle too long,
+    /// or the process it is attached to has gone; each is checked twice a second.
+    /// </summary>
+    private async Task WatchLimitsAsync(CancellationToken cancellationToken)
+    {
+        long ready = Environment.TickCount64;
+        Touch();
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(500));
+        try
+        {
+            while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
+            {
+                long now = Environment.TickCount64;
+                if (_spec.MaxDurationMilliseconds > 0 && now - ready >= _spec.MaxDurationMilliseconds)
+                {
+                    StopForLimit($"it reached its maximum duration of {Seconds(_spec.MaxDurationMilliseconds)}");
+                    return;
+                }
+
+                bool idle;
+                lock (_gate)
+                {
+                    idle = _clients == 0 && _routes.Count == 0;
+                }
+
+                if (_spec.IdleTimeoutMilliseconds > 0 && idle
+                    && now - Interlocked.Read(ref _lastActivity) >= _spec.IdleTimeoutMilliseconds)
+                {
+                    StopForLimit($"it was idle for {Seconds(_spec.IdleTimeoutMilliseconds)}");
+                    return;
+                }
+
+                if (_spec.AttachedProcessId is int pid && !AttachedProcessAlive(pid, _spec.AttachedProcessStartTicks))
+                {
+                    StopForLimit($"the process it was attached to (pid {pid}) exited");
+                    return;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The sandbox is stopping for another reason.
+        }
+    }
+
+    private void StopForLimit(string reason)
+    {
+        Log($"stopping: {reason}");
+        RequestStop(DefaultStopTimeout, $"Stopped because {reason}.");
+    }
+
+    private static string Seconds(long milliseconds) =>
+        milliseconds % 1000 == 0 ? $"{milliseconds / 1000} s" : $"{milliseconds / 1000.0:0.###} s";
+
+    /// <summary>
+    /// Whether the attached process is still there: its /proc entry exists, it is no zombie, and
+    /// it started when it did when the sandbox was attached (a reused pid is another process).
+    /// </summary>
+    private static bool AttachedProcessAlive(int pid, long? startTicks)
+    {
+        string stat;
+        try
+        {
+            stat = File.ReadAllText($"/proc/{pid}/stat");
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+
+        // Fields after the command name, which may itself hold spaces and parentheses.
+        string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        if (fields.Length < 20 || fields[0] is "Z" or "X")
+        {
+            return false;
+        }
+
+        return startTicks is not long ticks
+            || (long.TryParse(fields[19], out long started) && started == ticks);
+    }
+
+    private void Touch() => Interlocked.Exchange(ref _lastActivity, Environment.TickCount64);
+
+    private void LogCommand(string line)
+    {
+        if (_spec.CommandLogPath.Length == 0)
+        {
+            return;
+        }
+
+        try
+        {
+            lock (_commandLogGate)
+            {
+                File.AppendAllText(_spec.CommandLogPath, $"{DateTimeOffset.UtcNow:yyyy-MM-ddTHH:mm:ss.fffZ} {line}\n");
+            }
+        }
+        catch (IOException ex)
+        {
+            Log($"command log: {ex.Message}");
+        }
     }
 
     private void RequestStop(TimeSpan timeout, string reason)
@@ -273,17 +388,31 @@ internal sealed class Supervisor : IDisposable
     private void RouteToClient(Frame frame)
     {
         Route? route;
+        bool ended = false;
         lock (_gate)
         {
             if (_routes.TryGetValue(frame.Session, out route) && FrameTypes.EndsSession(frame.Type))
             {
                 _routes.Remove(frame.Session);
+                ended = true;
             }
         }
 
         if (route is null)
         {
             return;
+        }
+
+        Touch();
+        if (ended && route.Command is not null)
+        {
+            LogCommand(frame.Type switch
+            {
+                FrameType.Exited => $"[{frame.Session}] exited {frame.Read<ExecExited>().ExitCode} after "
+                    + $"{(Environment.TickCount64 - route.StartedTicks) / 1000.0:0.000} s",
+                FrameType.ExecFailed => $"[{frame.Session}] failed: {frame.Read<ErrorMessage>().Message}",
+                _ => $"[{frame.Session}] ended ({frame.Type})",
+            });
         }
 
         route.Client.Post(route.ClientSession, frame.Type, frame.Payload);
@@ -308,6 +437,29 @@ internal sealed class Supervisor : IDisposable
     }
 
     private async Task ServeClientAsync(Socket socket)
+    {
+        lock (_gate)
+        {
+            _clients++;
+        }
+
+        Touch();
+        try
+        {
+            await ServeConnectedClientAsync(socket).ConfigureAwait(false);
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _clients--;
+            }
+
+            Touch();
+        }
+    }
+
+    private async Task ServeConnectedClientAsync(Socket socket)
     {
         using var stream = new NetworkStream(socket, ownsSocket: true);
         using var writer = new FrameWriter(stream);
@@ -378,15 +530,20 @@ internal sealed class Supervisor : IDisposable
                 return;
             }
 
+            string? command = frame.Type == FrameType.ExecRequest ? Describe(frame.Read<ExecRequest>()) : null;
             lock (_gate)
             {
                 // Host-opened sessions are odd; even ids are left for sessions the guest opens.
                 agentSession = _nextAgentSession;
                 _nextAgentSession += 2;
-                _routes[agentSession] = new Route(client, frame.Session);
+                _routes[agentSession] = new Route(client, frame.Session, command, Environment.TickCount64);
             }
 
             mine[frame.Session] = agentSession;
+            if (command is not null)
+            {
+                LogCommand($"[{agentSession}] started: {command}");
+            }
         }
 
         await _agent!.WriteAsync(agentSession, frame.Type, frame.Payload).ConfigureAwait(false);
@@ -458,5 +615,17 @@ internal sealed class Supervisor : IDisposable
     private static void Log(string message) =>
         Console.Error.WriteLine($"{DateTimeOffset.UtcNow:O} {message}");
 
-    private sealed record Route(ClientLink Client, uint ClientSession);
+    /// <summary>A command as the log shows it: its user and directory when given, then its argv.</summary>
+    private static string Describe(ExecRequest request)
+    {
+        string argv = string.Join(' ', request.Argv.Select(a =>
+            a.Length > 0 && a.All(c => char.IsAsciiLetterOrDigit(c) || "-_./=:,+@%".Contains(c))
+                ? a : "'" + a.Replace("'", "'\\''", StringComparison.Ordinal) + "'"));
+        string where = (request.User is { } user ? $"as {user} " : "")
+            + (request.WorkingDirectory is { } cwd ? $"in {cwd} " : "")
+            + (request.Terminal is not null ? "on a terminal " : "");
+        return where.Length == 0 ? argv : $"({where.TrimEnd()}) {argv}";
+    }
+
+    private sealed record Route(ClientLink Client, uint ClientSession, string? Command, long StartedTicks);
 }

@@ -59,6 +59,8 @@ public sealed class SandboxEngineTests : IDisposable
     [InlineData("negative-cpus", "InvalidCpuCount")]
     [InlineData("small-memory", "InvalidMemorySize")]
     [InlineData("zero-boot-timeout", "InvalidBootTimeout")]
+    [InlineData("zero-max-duration", "InvalidMaxDuration")]
+    [InlineData("negative-idle-timeout", "InvalidIdleTimeout")]
     public async Task CreateAsync_checks_arguments_before_prerequisites_and_leaves_nothing(string fault, string errorId)
     {
         // Neither guest assets nor QEMU exist: an argument error must still be the one reported.
@@ -79,6 +81,8 @@ public sealed class SandboxEngineTests : IDisposable
             case "negative-cpus": options.Cpus = -1; break;
             case "small-memory": options.MemoryMB = 63; break;
             case "zero-boot-timeout": options.BootTimeout = TimeSpan.Zero; break;
+            case "zero-max-duration": options.MaxDuration = TimeSpan.Zero; break;
+            case "negative-idle-timeout": options.IdleTimeout = TimeSpan.FromSeconds(-1); break;
             default: throw new ArgumentOutOfRangeException(nameof(fault));
         }
 

@@ -1,0 +1,294 @@
+#Requires -Modules @{ ModuleName = 'Pester'; ModuleVersion = '5.0' }
+# Lifecycle and fleet administration on real microVMs: labels and selectors, bulk start, stop,
+# restart and remove by label (in parallel, each failure on its own), crashes of the runtime and
+# of the VMM, limits the runtime enforces (maximum duration, idle timeout, an attached pwsh), waiting
+# for a stop, and the logs. Boots are costly under emulation, so the sandboxes here are few,
+# shared by the tests, and booted together.
+
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+    $env:MSB_TEST_MODULE_PATH = Import-MicrosandboxUnderTest
+    $script:QemuBefore = @(Get-QemuPid)
+
+    function New-TestSandboxes {
+        <# Boots sandboxes in parallel, one runspace each; every argument is a New-Sandbox splat. #>
+        param([hashtable[]] $Splats)
+        $module = $env:MSB_TEST_MODULE_PATH
+        $Splats | ForEach-Object -ThrottleLimit 8 -Parallel {
+            Import-Module $using:module
+            $splat = $_
+            $null = New-Sandbox @splat -MemoryMB 128 -WarningAction SilentlyContinue -ErrorAction Stop
+        }
+    }
+
+    function Wait-Until([scriptblock] $Condition, [int] $Seconds = 60) {
+        $deadline = [DateTime]::UtcNow.AddSeconds($Seconds)
+        while (-not (& $Condition)) {
+            if ([DateTime]::UtcNow -gt $deadline) { throw "Timed out after $Seconds s waiting for: $Condition" }
+            Start-Sleep -Milliseconds 200
+        }
+    }
+
+    New-TestSandboxes @(
+        @{ Name = 'life'; Label = @{ app = 'engine'; tier = 'web' }, 'gpu' }
+        @{ Name = 'life-limit'; MaxDuration = 12; Label = @{ app = 'engine'; tier = 'batch' } }
+        @{ Name = 'life-idle'; IdleTimeout = 4 }
+    )
+}
+
+AfterAll {
+    Get-Sandbox -Name 'life*', 'fleet-*', 'race' -ErrorAction Ignore | Remove-Sandbox -Force
+}
+
+Describe 'Labels and selectors' -Tag VM {
+    It 'stores a valueless label as an empty value and selects on all terms' {
+        $s = Get-Sandbox -Name life
+        $s.Labels['gpu'] | Should -Be ''
+        $s.Labels['app'] | Should -Be 'engine'
+        (Get-Sandbox -Label app=engine).Name | Should -Be @('life', 'life-limit')
+        (Get-Sandbox -Label app=engine, tier=web).Name | Should -Be 'life'
+        (Get-Sandbox -Label 'app=engine,tier=batch'.Split(',')).Name | Should -Be 'life-limit'
+        (Get-Sandbox -Label gpu).Name | Should -Be 'life'
+        (Get-Sandbox -Label tier).Name | Should -Be @('life', 'life-limit')
+        Get-Sandbox -Label app=engine, tier=none | Should -BeNullOrEmpty
+    }
+
+    It 'refuses reserved label prefixes before anything boots, with ReservedLabelKey' -TestCases @(
+        @{ Key = 'sandbox.id' }, @{ Key = 'microsandbox.version' }, @{ Key = 'service.port' }
+    ) {
+        $r = Invoke-Captured { New-Sandbox -Name life-bad -Label @{ $Key = 'x' } }
+        Get-ErrorId $r.Errors[0] | Should -Be 'ReservedLabelKey'
+        $r.Errors[0].CategoryInfo.Category | Should -Be 'InvalidArgument'
+        $r.Errors[0].TargetObject | Should -Be $Key
+        Get-Sandbox -Name life-bad -ErrorAction Ignore | Should -BeNullOrEmpty
+    }
+
+    It 'refuses a malformed selector on every state-changing cmdlet, with InvalidLabelSelector' -TestCases @(
+        @{ Cmdlet = 'Start-Sandbox' }, @{ Cmdlet = 'Stop-Sandbox' }, @{ Cmdlet = 'Restart-Sandbox' }
+        @{ Cmdlet = 'Remove-Sandbox' }, @{ Cmdlet = 'Wait-Sandbox' }, @{ Cmdlet = 'Get-SandboxLog' }
+    ) {
+        $confirm = @{}
+        if ((Get-Command $Cmdlet).Parameters.ContainsKey('Confirm')) { $confirm.Confirm = $false }
+        $r = Invoke-Captured { & $Cmdlet -Label '=engine' @confirm }
+        Get-ErrorId $r.Errors[0] | Should -Be 'InvalidLabelSelector'
+        $r.Errors[0].TargetObject | Should -Be '=engine'
+        (Get-Sandbox -Name life).State | Should -Be 'Running'
+    }
+}
+
+Describe 'State-changing cmdlets' -Tag VM {
+    It 'take names with wildcards, labels and piped sandboxes; -WhatIf changes nothing' -TestCases @(
+        @{ Cmdlet = 'Stop-Sandbox' }, @{ Cmdlet = 'Restart-Sandbox' }, @{ Cmdlet = 'Remove-Sandbox' }
+    ) {
+        $command = Get-Command $Cmdlet
+        $command.ParameterSets.Name | Should -Be @('Name', 'InputObject', 'Label')
+        $command.Parameters['Name'].Attributes.Where({ $_ -is [System.Management.Automation.SupportsWildcardsAttribute] }) | Should -Not -BeNullOrEmpty
+        $before = Get-Sandbox -Name life
+        & $Cmdlet -Name 'lif?' -WhatIf
+        Get-Sandbox -Label tier=web | & $Cmdlet -WhatIf
+        $after = Get-Sandbox -Name life
+        $after.State | Should -Be 'Running'
+        $after.RuntimePid | Should -Be $before.RuntimePid
+    }
+
+    It 'asks before removal: ConfirmImpact is High on Remove-Sandbox only' {
+        $impact = { param($n) ($n.ImplementingType.GetCustomAttributes([System.Management.Automation.CmdletAttribute], $true)).ConfirmImpact }
+        & $impact (Get-Command Remove-Sandbox) | Should -Be 'High'
+        foreach ($name in 'Start-Sandbox', 'Stop-Sandbox', 'Restart-Sandbox') {
+            & $impact (Get-Command $name) | Should -Not -Be 'High'
+            (Get-Command $name).Parameters.Keys | Should -Contain 'PassThru'
+            (Get-Command $name).Parameters.Keys | Should -Contain 'WhatIf'
+        }
+    }
+
+    It 'restarts a sandbox with its files kept, and a name that matches nothing is an error of its own' {
+        Invoke-SandboxCommand -Name life -Command 'echo kept > /root/kept' -ErrorAction Stop
+        $before = Get-Sandbox -Name life
+        $r = Invoke-Captured { Restart-Sandbox -Name life, nothing-here -PassThru -WarningAction SilentlyContinue }
+        $r.Output.Name | Should -Be 'life'
+        $r.Output.State | Should -Be 'Running'
+        $r.Output.RuntimePid | Should -Not -Be $before.RuntimePid
+        $r.Output.StartedAt | Should -BeGreaterThan $before.StartedAt
+        $r.Errors | Should -HaveCount 1
+        Get-ErrorId $r.Errors[0] | Should -Be 'SandboxNotFound'
+        $r.Errors[0].TargetObject | Should -Be 'nothing-here'
+        Invoke-SandboxCommand -Name life -Command 'cat /root/kept' | Should -Be 'kept'
+        Test-ProcessRunning $before.RuntimePid | Should -BeFalse
+    }
+
+    It 'does nothing, without an error, when stopping a stopped sandbox or starting a running one' {
+        $s = Get-Sandbox -Name life
+        (Invoke-Captured { Start-Sandbox -Name life }).Errors | Should -BeNullOrEmpty
+        (Get-Sandbox -Name life).RuntimePid | Should -Be $s.RuntimePid
+    }
+}
+
+Describe 'Crashes' -Tag VM {
+    It 'shows Crashed with the reason when the VMM is killed, and starts again' {
+        $s = Get-Sandbox -Name life
+        $vmm = (Get-Content (Join-Path $s.Directory 'status.json') -Raw | ConvertFrom-Json).vmmPid
+        Stop-Process -Id $vmm -Force
+        Wait-Until { (Get-Sandbox -Name life).State -eq 'Crashed' } 20
+        $crashed = Get-Sandbox -Name life
+        $crashed.Reason | Should -BeLike "*VMM (pid $vmm) was killed by signal 9*"
+        Test-ProcessRunning $s.RuntimePid | Should -BeFalse
+
+        $again = Start-Sandbox -Name life -PassThru -Verbose -WarningAction SilentlyContinue 4>&1
+        ($again | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message |
+            Should -Contain "Starting sandbox 'life' again after it crashed: $($crashed.Reason)"
+        ($again | Where-Object { $_ -isnot [System.Management.Automation.VerboseRecord] }).State | Should -Be 'Running'
+        Invoke-SandboxCommand -Name life -Command 'cat /root/kept' | Should -Be 'kept'
+    }
+}
+
+Describe 'Limits the runtime enforces' -Tag VM {
+    It 'stops a sandbox at its maximum duration, on every start; Wait-Sandbox returns it with the reason' {
+        $first = Wait-Sandbox -Name life-limit -Timeout 120 -PassThru
+        $first.State | Should -Be 'Stopped'
+        $first.Reason | Should -Be 'Stopped because it reached its maximum duration of 12 s.'
+
+        $again = Start-Sandbox -Name life-limit -PassThru -WarningAction SilentlyContinue
+        $again.MaxDuration | Should -Be ([TimeSpan]::FromSeconds(12))
+        $r = Invoke-Captured { Wait-Sandbox -Name life-limit -Timeout 1 }
+        Get-ErrorId $r.Errors[0] | Should -Be 'WaitSandboxTimeout'
+        $r.Errors[0].CategoryInfo.Category | Should -Be 'OperationTimeout'
+        $r.Errors[0].TargetObject | Should -Be 'life-limit'
+
+        # -Wait follows the runtime's log until the sandbox has stopped, so it ends by itself.
+        $log = Get-SandboxLog -Name life-limit -Kind Runtime -Wait
+        @($log | Where-Object { $_ -like '*stopping: it reached its maximum duration of 12 s' }) | Should -HaveCount 2
+        (Get-Sandbox -Name life-limit).State | Should -Be 'Stopped'
+    }
+
+    It 'stops a sandbox that has been idle, counting a running command as activity' {
+        $first = Wait-Sandbox -Name life-idle -Timeout 120 -PassThru
+        $first.State | Should -Be 'Stopped'
+        $first.Reason | Should -Be 'Stopped because it was idle for 4 s.'
+
+        Start-Sandbox -Name life-idle -WarningAction SilentlyContinue -ErrorAction Stop
+        Invoke-SandboxCommand -Name life-idle -Command 'sleep 6; echo done' -ErrorAction Stop | Should -Be 'done'
+        # The command ran longer than the idle timeout, and the sandbox was kept for it.
+        (Get-Sandbox -Name life-idle).State | Should -Be 'Running'
+        $done = Wait-Sandbox -Name life-idle -Timeout 60 -PassThru
+        $done.State | Should -Be 'Stopped'
+        $done.Reason | Should -Be 'Stopped because it was idle for 4 s.'
+    }
+
+    It 'stops an -Attached sandbox when its pwsh exits, and keeps a detached one running' {
+        $child = Invoke-ChildPwsh @'
+$a = New-Sandbox -Name life-attached -Attached -MemoryMB 128 -WarningAction SilentlyContinue
+$d = New-Sandbox -Name life-detached -MemoryMB 128 -WarningAction SilentlyContinue
+"$($a.Attached) $($a.AttachedProcessId -eq $PID) $($d.Attached)"
+'@
+        $child.ExitCode | Should -Be 0 -Because ($child.Output -join "`n")
+        $child.Output[-1] | Should -Be 'True True False'
+        $done = Wait-Sandbox -Name life-attached -Timeout 60 -PassThru
+        $done.State | Should -Be 'Stopped'
+        $done.Reason | Should -BeLike 'Stopped because the process it was attached to (pid *) exited.'
+        (Get-Sandbox -Name life-detached).State | Should -Be 'Running'
+    }
+
+    It 'stops an -Attached sandbox when its pwsh is killed' {
+        $pwsh = (Get-Process -Id $PID).Path
+        $prefix = @(if ($pwsh -match 'dotnet(\.exe)?$') { "$PSHOME/pwsh.dll" })
+        $script = "Import-Module '$($env:MSB_TEST_MODULE_PATH)'; " +
+            "`$null = New-Sandbox -Name life-killed -Attached -MemoryMB 128 -WarningAction SilentlyContinue; " +
+            'Start-Sleep -Seconds 600'
+        $process = Start-Process $pwsh -ArgumentList (@($prefix) + '-NoProfile', '-NonInteractive', '-Command', $script) -PassThru
+        try {
+            Wait-Until { (Get-Sandbox -Name life-killed -ErrorAction Ignore).State -eq 'Running' } 120
+            (Get-Sandbox -Name life-killed).AttachedProcessId | Should -Be $process.Id
+        }
+        finally {
+            Stop-Process -Id $process.Id -Force
+        }
+
+        $done = Wait-Sandbox -Name life-killed -Timeout 60 -PassThru
+        $done.State | Should -Be 'Stopped'
+        $done.Reason | Should -Be "Stopped because the process it was attached to (pid $($process.Id)) exited."
+        $done.AttachedProcessId | Should -BeNullOrEmpty
+    }
+}
+
+Describe 'Logs' -Tag VM {
+    It 'reads the console of the boot, the runtime log and the command log, and their last lines' {
+        Invoke-SandboxCommand -Name life -Command 'echo logged; exit 3' -ErrorAction Ignore | Out-Null
+        Get-SandboxLog -Name life | Where-Object { $_ -like 'msb-agent: ready in * ms*' } | Should -Not -BeNullOrEmpty
+        $runtime = Get-SandboxLog -Name life -Kind Runtime
+        @($runtime | Where-Object { $_ -like '*agent ready in * ms' }).Count | Should -BeGreaterOrEqual 2
+        $commands = Get-SandboxLog -Name life -Kind Command -Tail 2
+        $commands | Should -HaveCount 2
+        $commands[0] | Should -Match "\[\d+\] started: (\(.*\) )?/bin/sh -c 'echo logged; exit 3'$"
+        $commands[1] | Should -Match '\[\d+\] exited 3 after \d+\.\d{3} s$'
+        $commands[0].SandboxName | Should -Be 'life'
+        $commands[0].LogKind | Should -Be 'Command'
+        Get-SandboxLog -Name life -Tail 0 | Should -BeNullOrEmpty
+    }
+
+    It 'follows the console log with -Wait until the sandbox stops' {
+        $job = Start-ThreadJob -ScriptBlock {
+            param($module)
+            Import-Module $module
+            Get-SandboxLog -Name life -Tail 0 -Wait
+        } -ArgumentList $env:MSB_TEST_MODULE_PATH
+        Start-Sleep -Seconds 2
+        Invoke-SandboxCommand -Name life -Command 'echo followed-line > /dev/console' -ErrorAction Stop
+        Stop-Sandbox -Name life -ErrorAction Stop
+        $lines = @($job | Wait-Job -Timeout 60 | Receive-Job)
+        $job.State | Should -Be 'Completed'
+        Remove-Job $job -Force
+        $lines | Should -Contain 'followed-line'
+    }
+}
+
+Describe 'Fleets' -Tag VM {
+    BeforeAll {
+        New-TestSandboxes @(1..8 | ForEach-Object { @{ Name = "fleet-$_"; Label = @{ fleet = 'bulk' } } })
+    }
+
+    It 'stops 8 sandboxes by label in one call, in parallel' {
+        $running = Get-Sandbox -Label fleet=bulk
+        $running | Should -HaveCount 8
+        $running.State | Sort-Object -Unique | Should -Be 'Running'
+        $stopped = Get-Sandbox -Label fleet=bulk | Stop-Sandbox -PassThru
+        $stopped | Should -HaveCount 8
+        ($stopped.Name | Sort-Object) | Should -Be ($running.Name | Sort-Object)
+        $stopped.State | Sort-Object -Unique | Should -Be 'Stopped'
+        foreach ($s in $running) { Test-ProcessRunning $s.RuntimePid | Should -BeFalse }
+    }
+
+    It 'starts them again by label, and removal reports each running one on its own' {
+        $started = Start-Sandbox -Label fleet=bulk -PassThru -WarningAction SilentlyContinue
+        $started | Should -HaveCount 8
+        $started.State | Sort-Object -Unique | Should -Be 'Running'
+        Stop-Sandbox -Name 'fleet-[1-4]' -Force
+
+        $r = Invoke-Captured { Remove-Sandbox -Label fleet=bulk -Confirm:$false }
+        $r.Errors | Should -HaveCount 4
+        $r.Errors | ForEach-Object { Get-ErrorId $_ } | Sort-Object -Unique | Should -Be 'SandboxRunning'
+        ($r.Errors.TargetObject | Sort-Object) | Should -Be @('fleet-5', 'fleet-6', 'fleet-7', 'fleet-8')
+        (Get-Sandbox -Label fleet=bulk).Name | Should -Be @('fleet-5', 'fleet-6', 'fleet-7', 'fleet-8')
+
+        Get-Sandbox -Label fleet=bulk | Remove-Sandbox -Force
+        Get-Sandbox -Label fleet=bulk | Should -BeNullOrEmpty
+    }
+
+    It 'gives one sandbox and one clear error when two sessions create the same name at once' {
+        $module = $env:MSB_TEST_MODULE_PATH
+        $results = 1..2 | ForEach-Object -ThrottleLimit 2 -Parallel {
+            Import-Module $using:module
+            $e = $null
+            $s = New-Sandbox -Name race -MemoryMB 128 -WarningAction SilentlyContinue -ErrorVariable e -ErrorAction SilentlyContinue
+            [pscustomobject]@{ Made = [bool]$s; Error = if ($e) { ($e[0].FullyQualifiedErrorId -split ',')[0] } }
+        }
+        @($results | Where-Object Made) | Should -HaveCount 1
+        @($results | Where-Object Error).Error | Should -Be 'SandboxAlreadyExists'
+        @(Get-Sandbox -Name race) | Should -HaveCount 1
+        (Get-Sandbox -Name race).State | Should -Be 'Running'
+    }
+
+    It 'leaves no QEMU behind once the sandboxes here are removed' {
+        Get-Sandbox -Name 'life*', 'fleet-*', 'race' -ErrorAction Ignore | Remove-Sandbox -Force
+        Wait-Until { -not (Get-QemuPid | Where-Object { $_ -notin $script:QemuBefore }) } 20
+    }
+}
