@@ -25,6 +25,7 @@ public sealed class GetSandboxCommand : SandboxCmdlet
     /// </summary>
     [Parameter(Mandatory = true, ParameterSetName = "Label")]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(SandboxLabelCompleter))]
     public string[] Label { get; set; } = [];
 
     /// <inheritdoc/>

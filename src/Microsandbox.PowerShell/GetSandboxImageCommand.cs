@@ -17,6 +17,7 @@ public sealed class GetSandboxImageCommand : SandboxCmdlet
     [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [Alias("Reference")]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(SandboxImageCompleter))]
     [SupportsWildcards]
     public string[]? Name { get; set; }
 

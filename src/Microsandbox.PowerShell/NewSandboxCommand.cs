@@ -25,6 +25,7 @@ public sealed class NewSandboxCommand : SandboxCmdlet
     /// <para type="description">The image of the root filesystem: an OCI image reference (python, 127.0.0.1:5000/app:1.0, name@sha256:...), a host folder or a qcow2 or raw disk image file (a path), or default, the built-in BusyBox image, which is also used when -Image is omitted.</para>
     /// </summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
+    [ArgumentCompleter(typeof(SandboxImageCompleter))]
     public string? Image { get; set; }
 
     /// <summary>

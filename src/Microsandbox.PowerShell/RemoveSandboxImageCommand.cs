@@ -18,6 +18,7 @@ public sealed class RemoveSandboxImageCommand : SandboxCmdlet
         ValueFromPipelineByPropertyName = true)]
     [Alias("Reference")]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(SandboxImageCompleter))]
     [SupportsWildcards]
     public string[] Name { get; set; } = [];
 

@@ -1,7 +1,6 @@
 using System.Collections;
 using System.Management.Automation;
 using System.Management.Automation.Language;
-using Microsandbox.Engine;
 
 namespace Microsandbox.PowerShell;
 
@@ -13,20 +12,11 @@ public sealed class SandboxNameCompleter : IArgumentCompleter
         string commandName, string parameterName, string wordToComplete, CommandAst commandAst,
         IDictionary fakeBoundParameters)
     {
-        var pattern = new WildcardPattern((wordToComplete ?? "").Trim('\'', '"') + "*", WildcardOptions.None);
-        IReadOnlyList<Sandbox> all;
-        try
-        {
-            all = new SandboxEngine(SandboxHome.FromEnvironment()).List();
-        }
-        catch (SandboxException)
-        {
-            return [];
-        }
-
-        return all.Where(s => pattern.IsMatch(s.Name))
+        string word = CompletionText.Unquote(wordToComplete);
+        var pattern = new WildcardPattern(word + "*", WildcardOptions.None);
+        return CompletionSource.Sandboxes().Where(s => pattern.IsMatch(s.Name))
             .Select(s => new CompletionResult(
-                s.Name.Contains(' ', StringComparison.Ordinal) ? $"'{s.Name}'" : s.Name,
-                s.Name, CompletionResultType.ParameterValue, $"{s.Name} ({s.State})"));
+                CompletionText.Quote(s.Name), s.Name, CompletionResultType.ParameterValue,
+                $"{s.Name} ({s.State})"));
     }
 }

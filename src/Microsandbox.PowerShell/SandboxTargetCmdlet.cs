@@ -40,6 +40,7 @@ public abstract class SandboxTargetCmdlet : SandboxCmdlet
     /// </summary>
     [Parameter(Mandatory = true, ParameterSetName = ByLabel)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(SandboxLabelCompleter))]
     public string[] Label { get; set; } = [];
 
     /// <summary>The sandboxes this invocation names, once each.</summary>

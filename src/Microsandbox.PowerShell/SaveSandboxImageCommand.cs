@@ -20,6 +20,7 @@ public sealed class SaveSandboxImageCommand : SandboxCmdlet
         ValueFromPipelineByPropertyName = true)]
     [Alias("Reference")]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(SandboxImageCompleter))]
     public string[] Name { get; set; } = [];
 
     /// <summary>
