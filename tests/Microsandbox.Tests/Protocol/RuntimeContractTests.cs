@@ -137,6 +137,11 @@ public sealed class RuntimeContractTests : IDisposable
             StatusPath = "/run/msb/sb-1/status.json",
             BootTimeoutMilliseconds = 12_345,
             Accelerator = "tcg",
+            MaxDurationMilliseconds = 3_600_000,
+            IdleTimeoutMilliseconds = 300_000,
+            AttachedProcessId = 4242,
+            AttachedProcessStartTicks = 987_654,
+            CommandLogPath = "/run/msb/sb-1/commands.log",
         };
 
         RuntimeSpecFile.Save(sent, path);
@@ -151,11 +156,17 @@ public sealed class RuntimeContractTests : IDisposable
         Assert.Equal(sent.StatusPath, got.StatusPath);
         Assert.Equal(sent.BootTimeoutMilliseconds, got.BootTimeoutMilliseconds);
         Assert.Equal(sent.Accelerator, got.Accelerator);
+        Assert.Equal(sent.MaxDurationMilliseconds, got.MaxDurationMilliseconds);
+        Assert.Equal(sent.IdleTimeoutMilliseconds, got.IdleTimeoutMilliseconds);
+        Assert.Equal(sent.AttachedProcessId, got.AttachedProcessId);
+        Assert.Equal(sent.AttachedProcessStartTicks, got.AttachedProcessStartTicks);
+        Assert.Equal(sent.CommandLogPath, got.CommandLogPath);
 
         using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
         Assert.Equal(
             ["sandboxName", "vmmPath", "vmmArguments", "agentSocketPath", "controlSocketPath", "consoleLogPath",
-                "statusPath", "bootTimeoutMilliseconds", "accelerator"],
+                "statusPath", "bootTimeoutMilliseconds", "accelerator", "maxDurationMilliseconds",
+                "idleTimeoutMilliseconds", "attachedProcessId", "attachedProcessStartTicks", "commandLogPath"],
             doc.RootElement.EnumerateObject().Select(p => p.Name));
     }
 
