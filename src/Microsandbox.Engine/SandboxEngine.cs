@@ -402,8 +402,9 @@ public sealed partial class SandboxEngine
         long? attachedStart = null;
         if (attachTo is int attached)
         {
-            attachedStart = ProcessStartTicks(attached) ?? throw new SandboxException("AttachedProcessNotFound",
-                SandboxErrorKind.NotFound, $"There is no process {attached} to attach the sandbox to.", attached);
+            attachedStart = HostProcessStat.Read(attached)?.StartTicks ?? throw new SandboxException(
+                "AttachedProcessNotFound", SandboxErrorKind.NotFound,
+                $"There is no process {attached} to attach the sandbox to.", attached);
         }
 
         AcceleratorChoice accel = await AcceleratorProbe.ResolveAsync(Home, qemu, Assets, cancellationToken)
@@ -726,21 +727,6 @@ public sealed partial class SandboxEngine
 
     private static string CommandLog(SandboxRecord record) => Path.Join(record.Directory, "commands.log");
 
-    /// <summary>When a process started, in clock ticks since boot (field 22 of its stat); null if it is gone.</summary>
-    private static long? ProcessStartTicks(int pid)
-    {
-        try
-        {
-            string stat = File.ReadAllText($"/proc/{pid}/stat");
-            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return fields.Length > 19 && long.TryParse(fields[19], out long ticks) ? ticks : null;
-        }
-        catch (IOException)
-        {
-            return null;
-        }
-    }
-
     /// <summary>
     /// Whether <paramref name="pid"/> is still this sandbox's runtime: a live process whose
     /// program is msb-runtime and whose argument is this sandbox's spec, so a reused pid is never
@@ -751,12 +737,7 @@ public sealed partial class SandboxEngine
         try
         {
             string[] argv = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0');
-            string stat = File.ReadAllText($"/proc/{pid}/stat");
-
-            // A zombie has exited; only its parent's wait is missing.
-            int close = stat.LastIndexOf(')');
-            bool zombie = close > 0 && close + 2 < stat.Length && stat[close + 2] == 'Z';
-            return !zombie && argv.Length >= 2 && Path.GetFileName(argv[0]) == "msb-runtime"
+            return HostProcessStat.Read(pid) is { Exited: false } && argv.Length >= 2 && Path.GetFileName(argv[0]) == "msb-runtime"
                 && argv[1] == SpecFile(record);
         }
         catch (IOException)

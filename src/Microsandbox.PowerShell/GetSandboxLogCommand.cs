@@ -53,7 +53,7 @@ public sealed class GetSandboxLogCommand : SandboxTargetCmdlet
             .GetAsyncEnumerator(Cancellation);
         try
         {
-            // Lines are read on the thread pool and written here, on the pipeline thread.
+            // The engine's awaits do not come back to this thread, so waiting here cannot deadlock.
             while (MoveNext(lines))
             {
                 var line = new PSObject(lines.Current);
@@ -72,7 +72,7 @@ public sealed class GetSandboxLogCommand : SandboxTargetCmdlet
     {
         try
         {
-            return Task.Run(async () => await lines.MoveNextAsync().ConfigureAwait(false)).GetAwaiter().GetResult();
+            return lines.MoveNextAsync().AsTask().GetAwaiter().GetResult();
         }
         catch (OperationCanceledException) when (Cancellation.IsCancellationRequested)
         {

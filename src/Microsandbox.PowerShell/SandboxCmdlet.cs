@@ -254,9 +254,23 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
         _ => ErrorCategory.DeviceError,
     };
 
-    private sealed class QueueProgress<TReport>(BlockingCollection<object> queue) : IProgress<TReport>
+    /// <summary>
+    /// Reports into the queue the pipeline thread empties. A report that comes after its operation
+    /// has ended has nobody left to read it and is dropped.
+    /// </summary>
+    private protected sealed class QueueProgress<TReport>(BlockingCollection<object> queue) : IProgress<TReport>
         where TReport : notnull
     {
-        public void Report(TReport value) => queue.Add(value);
+        public void Report(TReport value)
+        {
+            try
+            {
+                queue.Add(value);
+            }
+            catch (InvalidOperationException)
+            {
+                // Adding was completed: the operation is over.
+            }
+        }
     }
 }

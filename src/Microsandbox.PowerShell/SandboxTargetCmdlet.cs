@@ -112,7 +112,7 @@ public abstract class SandboxTargetCmdlet : SandboxCmdlet
 
         using var events = new BlockingCollection<object>();
         using var slots = new SemaphoreSlim(BulkLimit);
-        var progress = new QueueReporter(events);
+        var progress = new QueueProgress<SandboxMessage>(events);
         Task all = Task.WhenAll(_queued.Select(sandbox => Task.Run(async () =>
         {
             await slots.WaitAsync(Cancellation).ConfigureAwait(false);
@@ -187,19 +187,4 @@ public abstract class SandboxTargetCmdlet : SandboxCmdlet
     }
 
     private sealed record Outcome(object Value);
-
-    private sealed class QueueReporter(BlockingCollection<object> events) : IProgress<SandboxMessage>
-    {
-        public void Report(SandboxMessage value)
-        {
-            try
-            {
-                events.Add(value);
-            }
-            catch (InvalidOperationException)
-            {
-                // A message after its operation ended has nobody left to read it.
-            }
-        }
-    }
 }

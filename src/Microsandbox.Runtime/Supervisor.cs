@@ -203,28 +203,9 @@ internal sealed class Supervisor : IDisposable
     /// Whether the attached process is still there: its /proc entry exists, it is no zombie, and
     /// it started when it did when the sandbox was attached (a reused pid is another process).
     /// </summary>
-    private static bool AttachedProcessAlive(int pid, long? startTicks)
-    {
-        string stat;
-        try
-        {
-            stat = File.ReadAllText($"/proc/{pid}/stat");
-        }
-        catch (IOException)
-        {
-            return false;
-        }
-
-        // Fields after the command name, which may itself hold spaces and parentheses.
-        string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        if (fields.Length < 20 || fields[0] is "Z" or "X")
-        {
-            return false;
-        }
-
-        return startTicks is not long ticks
-            || (long.TryParse(fields[19], out long started) && started == ticks);
-    }
+    private static bool AttachedProcessAlive(int pid, long? startTicks) =>
+        HostProcessStat.Read(pid) is { Exited: false } stat
+            && (startTicks is null || stat.StartTicks == startTicks);
 
     private void Touch() => Interlocked.Exchange(ref _lastActivity, Environment.TickCount64);
 
