@@ -36,62 +36,43 @@ public sealed partial class SandboxEngine
         Func<DateTimeOffset?>? boot = kind == SandboxLogKind.Console
             ? () => RuntimeStatus.Load(StatusFile(record))?.StartedAt
             : null;
-        var reader = new LogLineReader(path, boot);
-        try
+        using var reader = new LogLineReader(path, boot);
+        List<string> written = await reader.ReadAvailableAsync(tail, cancellationToken).ConfigureAwait(false);
+        if (!follow && reader.TakeRemainder() is { Length: > 0 } partial)
         {
-            var last = new Queue<string>();
-            List<string> written = await reader.ReadAvailableAsync(cancellationToken).ConfigureAwait(false);
-            if (!follow && reader.TakeRemainder() is { Length: > 0 } partial)
+            // Nothing more is awaited: an unfinished last line is a line.
+            written.Add(partial);
+            if (written.Count > tail)
             {
-                // Nothing more is awaited: an unfinished last line is a line.
-                written.Add(partial);
-            }
-
-            foreach (string line in written)
-            {
-                if (tail is null)
-                {
-                    yield return line;
-                    continue;
-                }
-
-                last.Enqueue(line);
-                if (last.Count > tail)
-                {
-                    last.Dequeue();
-                }
-            }
-
-            while (last.Count > 0)
-            {
-                yield return last.Dequeue();
-            }
-
-            while (follow)
-            {
-                // Read once more after the sandbox has stopped, so its last words are not lost.
-                bool live = IsLive(Reconcile(record).State);
-                foreach (string line in await reader.ReadAvailableAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    yield return line;
-                }
-
-                if (!live)
-                {
-                    if (reader.TakeRemainder() is { Length: > 0 } rest)
-                    {
-                        yield return rest;
-                    }
-
-                    yield break;
-                }
-
-                await Task.Delay(LogPollInterval, cancellationToken).ConfigureAwait(false);
+                written.RemoveAt(0);
             }
         }
-        finally
+
+        foreach (string line in written)
         {
-            reader.Dispose();
+            yield return line;
+        }
+
+        while (follow)
+        {
+            // Read once more after the sandbox has stopped, so its last words are not lost.
+            bool live = IsLive(Reconcile(record).State);
+            foreach (string line in await reader.ReadAvailableAsync(null, cancellationToken).ConfigureAwait(false))
+            {
+                yield return line;
+            }
+
+            if (!live)
+            {
+                if (reader.TakeRemainder() is { Length: > 0 } rest)
+                {
+                    yield return rest;
+                }
+
+                yield break;
+            }
+
+            await Task.Delay(LogPollInterval, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -122,9 +103,13 @@ public sealed partial class SandboxEngine
             return rest;
         }
 
-        public async Task<List<string>> ReadAvailableAsync(CancellationToken cancellationToken)
+        /// <summary>
+        /// The lines completed since the last call; with <paramref name="keepLast"/>, only that many
+        /// of the last, so a long log is never held whole.
+        /// </summary>
+        public async Task<List<string>> ReadAvailableAsync(int? keepLast, CancellationToken cancellationToken)
         {
-            var lines = new List<string>();
+            var lines = new Queue<string>();
             DateTimeOffset? current = boot?.Invoke();
             bool rebooted = current is not null && current != _boot;
             bool shrunk = _reader is not null && File.Exists(path)
@@ -146,7 +131,7 @@ public sealed partial class SandboxEngine
                 }
                 catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
                 {
-                    return lines;
+                    return [];
                 }
             }
 
@@ -162,15 +147,20 @@ public sealed partial class SandboxEngine
                     }
 
                     _pending.Append(_buffer, start, i - start);
-                    lines.Add(_pending.ToString().TrimEnd('\r'));
+                    lines.Enqueue(_pending.ToString().TrimEnd('\r'));
                     _pending.Clear();
+                    if (lines.Count > keepLast)
+                    {
+                        lines.Dequeue();
+                    }
+
                     start = i + 1;
                 }
 
                 _pending.Append(_buffer, start, read - start);
             }
 
-            return lines;
+            return [.. lines];
         }
 
         public void Dispose() => _reader?.Dispose();
