@@ -258,10 +258,12 @@ public sealed partial class SandboxEngine
     /// </summary>
     public async Task<Sandbox> WaitForStopAsync(string name, TimeSpan? timeout, CancellationToken cancellationToken)
     {
+        // One read of the store; after that the runtime's status and process say whether it still runs.
+        SandboxRecord record = FindRecord(name);
         var clock = Stopwatch.StartNew();
         while (true)
         {
-            Sandbox current = Get(name);
+            Sandbox current = Reconcile(record);
             if (!IsLive(current.State))
             {
                 return current;
