@@ -116,6 +116,9 @@ public sealed partial class SandboxEngine
             labels[key] = value;
         }
 
+        // Held until the new sandbox is up or gone again; a session that creates or replaces
+        // the same name at once waits, then finds the name taken.
+        using FileStream held = await LockAsync(name, progress, cancellationToken).ConfigureAwait(false);
         if (options.Replace && _store.Find(name) is { } existing)
         {
             progress?.Report(new(SandboxMessageLevel.Verbose, $"Replacing sandbox '{name}'."));
@@ -208,7 +211,28 @@ public sealed partial class SandboxEngine
     public async Task<Sandbox> StartAsync(
         string name, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
     {
+        using FileStream held = await LockExistingAsync(name, progress, cancellationToken).ConfigureAwait(false);
+        return await StartRecordAsync(FindRecord(name), progress, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Stops a sandbox gracefully (see <see cref="StopAsync(string, TimeSpan, CancellationToken)"/>) and starts it again, as one
+    /// operation: no other session's start or stop comes in between.
+    /// </summary>
+    public async Task<Sandbox> RestartAsync(
+        string name, TimeSpan timeout, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
+    {
+        using FileStream held = await LockExistingAsync(name, progress, cancellationToken).ConfigureAwait(false);
         SandboxRecord record = FindRecord(name);
+        await StopRecordAsync(Reconcile(record), record, timeout, "restarted", cancellationToken)
+            .ConfigureAwait(false);
+        return await StartRecordAsync(record, progress, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<Sandbox> StartRecordAsync(
+        SandboxRecord record, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
+    {
+        string name = record.Name;
         Sandbox current = Reconcile(record);
         if (current.State is SandboxState.Running or SandboxState.Starting)
         {
@@ -243,8 +267,17 @@ public sealed partial class SandboxEngine
     /// Stops a sandbox: the guest gets <paramref name="timeout"/> to shut down, then the VM is
     /// killed. Stopping a sandbox that is not running does nothing.
     /// </summary>
-    public async Task<Sandbox> StopAsync(string name, TimeSpan timeout, CancellationToken cancellationToken)
+    public Task<Sandbox> StopAsync(string name, TimeSpan timeout, CancellationToken cancellationToken) =>
+        StopAsync(name, timeout, null, cancellationToken);
+
+    /// <summary>
+    /// Stops a sandbox as <see cref="StopAsync(string, TimeSpan, CancellationToken)"/> does, saying
+    /// through <paramref name="progress"/> when it waits for another session's operation on it.
+    /// </summary>
+    public async Task<Sandbox> StopAsync(
+        string name, TimeSpan timeout, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
     {
+        using FileStream held = await LockExistingAsync(name, progress, cancellationToken).ConfigureAwait(false);
         SandboxRecord record = FindRecord(name);
         await StopRecordAsync(Reconcile(record), record, timeout, "stopped by request", cancellationToken)
             .ConfigureAwait(false);
@@ -280,8 +313,17 @@ public sealed partial class SandboxEngine
     }
 
     /// <summary>Removes a sandbox and its folder; a running one only with <paramref name="force"/>.</summary>
-    public async Task RemoveAsync(string name, bool force, CancellationToken cancellationToken)
+    public Task RemoveAsync(string name, bool force, CancellationToken cancellationToken) =>
+        RemoveAsync(name, force, null, cancellationToken);
+
+    /// <summary>
+    /// Removes a sandbox as <see cref="RemoveAsync(string, bool, CancellationToken)"/> does, saying
+    /// through <paramref name="progress"/> when it waits for another session's operation on it.
+    /// </summary>
+    public async Task RemoveAsync(
+        string name, bool force, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
     {
+        using FileStream held = await LockExistingAsync(name, progress, cancellationToken).ConfigureAwait(false);
         SandboxRecord record = FindRecord(name);
         Sandbox current = Reconcile(record);
         if (IsLive(current.State))
@@ -674,21 +716,27 @@ public sealed partial class SandboxEngine
 
     /// <summary>
     /// Brings the recorded state in line with the runtime process: a live state whose runtime
-    /// is gone becomes Stopped or Crashed with the runtime's own account of why.
+    /// is gone becomes Stopped or Crashed with the runtime's own account of why. A record read
+    /// before another process changed the sandbox (a restart, a stop) is never written over: the
+    /// write is made only if the stored state is still the one read, else the stored one is taken
+    /// and looked at again.
     /// </summary>
     private Sandbox Reconcile(SandboxRecord record)
     {
-        if (IsLive(record.State))
+        for (int look = 0; look < 3 && IsLive(record.State); look++)
         {
+            SandboxState readState = record.State;
+            int? readPid = record.RuntimePid;
             RuntimeStatus? status = RuntimeStatus.Load(StatusFile(record));
             if (record.RuntimePid is int pid && RuntimeAlive(pid, record))
             {
-                if (status is not null && Enum.TryParse(status.State, out SandboxState live) && IsLive(live)
-                    && live != record.State)
+                if (status is null || !Enum.TryParse(status.State, out SandboxState live) || !IsLive(live)
+                    || live == record.State)
                 {
-                    record.State = live;
-                    _store.UpdateState(record);
+                    break;
                 }
+
+                record.State = live;
             }
             else
             {
@@ -698,11 +746,48 @@ public sealed partial class SandboxEngine
                     : "The sandbox runtime process ended unexpectedly (it was killed or crashed).");
                 record.RuntimePid = null;
                 record.AttachedPid = null;
-                _store.UpdateState(record);
             }
+
+            if (_store.TryUpdateState(record, readState, readPid))
+            {
+                break;
+            }
+
+            if (_store.FindById(record.Id) is not { } stored)
+            {
+                // Removed meanwhile: what was found stands, with nothing left to write it to.
+                break;
+            }
+
+            record.TakeStateFrom(stored);
         }
 
         return new Sandbox(record, record.State, record.Reason, record.RuntimePid, record.Accelerator);
+    }
+
+    /// <summary>
+    /// Holds the sandbox's lock for one operation that changes it (create, start, stop, restart,
+    /// remove), across processes: two sessions never boot one sandbox twice, nor remove it under
+    /// a boot; the second waits for the first and then sees what it did.
+    /// </summary>
+    private Task<FileStream> LockAsync(string name, IProgress<SandboxMessage>? progress, CancellationToken token)
+    {
+        string path = Home.SandboxLockPath(name);
+        SandboxHome.CreatePrivateDirectory(Path.GetDirectoryName(path)!);
+        return LockFile.TakeAsync(path, exclusive: true,
+            $"Waiting for another operation on sandbox '{name}' to finish.", progress, token);
+    }
+
+    /// <summary>
+    /// <see cref="LockAsync"/> for a sandbox that must exist: a name that does not is
+    /// <c>SandboxNotFound</c> before any lock file is made for it. The caller reads the record
+    /// again once it holds the lock, since the holder before it may have changed it.
+    /// </summary>
+    private Task<FileStream> LockExistingAsync(
+        string name, IProgress<SandboxMessage>? progress, CancellationToken token)
+    {
+        _ = FindRecord(name);
+        return LockAsync(name, progress, token);
     }
 
     private SandboxRecord FindRecord(string name) =>

@@ -37,6 +37,17 @@ public sealed class SandboxHome
     /// <summary>Host facts worth keeping (the accelerator probe) and, later, images and layers.</summary>
     public string CacheDirectory => Path.Join(Root, "cache");
 
+    /// <summary>
+    /// The lock file of the sandbox named <paramref name="name"/>: by name, not by id, so creating
+    /// a name and replacing it take the same lock. Names may hold any character, so the file is
+    /// named by a digest of the name.
+    /// </summary>
+    public string SandboxLockPath(string name)
+    {
+        byte[] digest = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(name));
+        return Path.Join(Root, "locks", Convert.ToHexString(digest, 0, 16).ToLowerInvariant() + ".lock");
+    }
+
     /// <summary>The folder of one sandbox.</summary>
     public string SandboxDirectory(string id) => Path.Join(SandboxesDirectory, id);
 

@@ -64,4 +64,16 @@ internal sealed class SandboxRecord
     public string? Accelerator { get; set; }
 
     public string? Reason { get; set; }
+
+    /// <summary>Takes the state of <paramref name="other"/>, the same sandbox as read later.</summary>
+    public void TakeStateFrom(SandboxRecord other)
+    {
+        State = other.State;
+        StartedAt = other.StartedAt;
+        RuntimePid = other.RuntimePid;
+        Accelerator = other.Accelerator;
+        Reason = other.Reason;
+        BasePath = other.BasePath;
+        AttachedPid = other.AttachedPid;
+    }
 }

@@ -217,8 +217,22 @@ internal sealed class StateStore
     public SandboxRecord? Find(string name) =>
         List().FirstOrDefault(r => string.Equals(r.Name, name, StringComparison.Ordinal));
 
+    /// <summary>One sandbox by id, or null when it has been removed.</summary>
+    public SandboxRecord? FindById(string id) =>
+        List().FirstOrDefault(r => string.Equals(r.Id, id, StringComparison.Ordinal));
+
     /// <summary>Records a state change and what goes with it.</summary>
-    public void UpdateState(SandboxRecord record)
+    public void UpdateState(SandboxRecord record) => Update(record, null);
+
+    /// <summary>
+    /// Records a state change only if the stored state and runtime pid are still
+    /// <paramref name="expectedState"/> and <paramref name="expectedPid"/>, as they were read:
+    /// false when another process changed the sandbox in between, whose account then stands.
+    /// </summary>
+    public bool TryUpdateState(SandboxRecord record, SandboxState expectedState, int? expectedPid) =>
+        Update(record, (expectedState, expectedPid));
+
+    private bool Update(SandboxRecord record, (SandboxState State, int? Pid)? expected)
     {
         using var connection = Open();
         using var update = connection.CreateCommand();
@@ -226,7 +240,7 @@ internal sealed class StateStore
             UPDATE sandboxes SET state = $state, started_at = $started, runtime_pid = $pid,
                 accelerator = $accel, reason = $reason, base_path = $base, attached_pid = $attached
             WHERE id = $id
-            """;
+            """ + (expected is null ? "" : " AND state = $expectedState AND runtime_pid IS $expectedPid");
         update.Parameters.AddWithValue("$id", record.Id);
         update.Parameters.AddWithValue("$state", record.State.ToString());
         update.Parameters.AddWithValue("$started",
@@ -236,7 +250,13 @@ internal sealed class StateStore
         update.Parameters.AddWithValue("$reason", (object?)record.Reason ?? DBNull.Value);
         update.Parameters.AddWithValue("$base", (object?)record.BasePath ?? DBNull.Value);
         update.Parameters.AddWithValue("$attached", (object?)record.AttachedPid ?? DBNull.Value);
-        update.ExecuteNonQuery();
+        if (expected is var (state, pid))
+        {
+            update.Parameters.AddWithValue("$expectedState", state.ToString());
+            update.Parameters.AddWithValue("$expectedPid", (object?)pid ?? DBNull.Value);
+        }
+
+        return update.ExecuteNonQuery() > 0;
     }
 
     /// <summary>Deletes a sandbox and its labels.</summary>

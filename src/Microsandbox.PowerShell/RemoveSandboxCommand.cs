@@ -35,15 +35,20 @@ public sealed class RemoveSandboxCommand : SandboxTargetCmdlet
         RunQueued(async (s, progress, token) =>
         {
             progress.Report(new(SandboxMessageLevel.Verbose, $"Removing sandbox '{s.Name}'."));
-            await Engine.RemoveAsync(s.Name, Force, token).ConfigureAwait(false);
+            await Engine.RemoveAsync(s.Name, Force, progress, token).ConfigureAwait(false);
             return null;
         });
 
-    /// <summary>-Force skips the prompt, unless -Confirm or -WhatIf was asked for explicitly.</summary>
+    /// <summary>
+    /// -Force skips the prompt, unless -Confirm or -WhatIf was asked for explicitly; -WhatIf in
+    /// effect from a caller ($WhatIfPreference, a function called with -WhatIf) is still honoured,
+    /// so a dry run never removes anything.
+    /// </summary>
     private bool Confirmed(string name)
     {
         bool asked = MyInvocation.BoundParameters.ContainsKey("Confirm")
             || MyInvocation.BoundParameters.ContainsKey("WhatIf");
-        return (Force && !asked) || ShouldProcess(name, "Remove sandbox");
+        bool dryRun = LanguagePrimitives.IsTrue(SessionState.PSVariable.GetValue("WhatIfPreference"));
+        return (Force && !asked && !dryRun) || ShouldProcess(name, "Remove sandbox");
     }
 }

@@ -19,8 +19,7 @@ public sealed class RestartSandboxCommand : SandboxStopCmdlet
         RunQueued(async (s, progress, token) =>
         {
             progress.Report(new(SandboxMessageLevel.Verbose, $"Restarting sandbox '{s.Name}'."));
-            await Engine.StopAsync(s.Name, StopTimeout, token).ConfigureAwait(false);
-            Sandbox started = await Engine.StartAsync(s.Name, progress, token).ConfigureAwait(false);
+            Sandbox started = await Engine.RestartAsync(s.Name, StopTimeout, progress, token).ConfigureAwait(false);
             return PassThru ? started : null;
         });
 }

@@ -127,6 +127,13 @@ public abstract class SandboxTargetCmdlet : SandboxCmdlet
             {
                 events.Add(ex);
             }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // A host failure the engine does not name (a folder that cannot be deleted, a
+                // process that cannot be killed) is still this sandbox's alone: the others go on.
+                events.Add(new SandboxException("SandboxOperationFailed", SandboxErrorKind.DeviceError,
+                    $"The operation on sandbox '{sandbox.Name}' failed: {ex.Message}", sandbox.Name, ex));
+            }
             finally
             {
                 slots.Release();

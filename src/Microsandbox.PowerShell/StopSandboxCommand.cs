@@ -19,7 +19,7 @@ public sealed class StopSandboxCommand : SandboxStopCmdlet
         RunQueued(async (s, progress, token) =>
         {
             progress.Report(new(SandboxMessageLevel.Verbose, $"Stopping sandbox '{s.Name}'."));
-            Sandbox stopped = await Engine.StopAsync(s.Name, StopTimeout, token).ConfigureAwait(false);
+            Sandbox stopped = await Engine.StopAsync(s.Name, StopTimeout, progress, token).ConfigureAwait(false);
             return PassThru ? stopped : null;
         });
 }

@@ -99,8 +99,10 @@ Describe 'Completion of sandbox names and labels, and the list view' -Tag VM {
         Get-Sandbox -Name 'beta two' | Format-List | Out-String |
             Should -Match '(?m)^Environment +: EMPTY=, GREETING=hello\s*$'
 
-        $table = Get-Sandbox | Out-String
-        $table | Should -Match '(?m)^Name +State +Image'
+        $table = Get-Sandbox | Out-String -Width 250
+        $table | Should -Match '(?m)^Name +State +Image +Cpus +MemoryMB +Labels +Age\s*$'
+        $table | Should -Match "(?m)^alpha +Running +\S+ +1 +128 +app=web,gpu=,owner=o'brien,tier=front end +\d+[smhd]\s*$"
+        $table | Should -Match '(?m)^beta two +Running +\S+ +1 +128 +app=api,tier=back +\d+[smhd]\s*$'
         $table | Should -Not -Match 'RuntimePid'
     }
 

@@ -91,6 +91,26 @@ Describe 'State-changing cmdlets' -Tag VM {
         $after.RuntimePid | Should -Be $before.RuntimePid
     }
 
+    It 'removes nothing under -WhatIf from a caller, even with -Force' {
+        $before = Get-Sandbox -Name life
+        & { $WhatIfPreference = $true; Remove-Sandbox -Name life -Force }
+        function Remove-Through {
+            [CmdletBinding(SupportsShouldProcess)] param()
+            Remove-Sandbox -Name life -Force
+        }
+        Remove-Through -WhatIf
+        $after = Get-Sandbox -Name life
+        $after.State | Should -Be 'Running'
+        $after.RuntimePid | Should -Be $before.RuntimePid
+    }
+
+    It 'prompts before removal, so a non-interactive session without -Confirm:$false removes nothing' {
+        $child = Invoke-ChildPwsh 'Remove-Sandbox -Name life'
+        $child.ExitCode | Should -Not -Be 0
+        ($child.Output -join "`n") | Should -BeLike '*NonInteractive*'
+        (Get-Sandbox -Name life).State | Should -Be 'Running'
+    }
+
     It 'asks before removal: ConfirmImpact is High on Remove-Sandbox only' {
         $impact = { param($n) ($n.ImplementingType.GetCustomAttributes([System.Management.Automation.CmdletAttribute], $true)).ConfirmImpact }
         & $impact (Get-Command Remove-Sandbox) | Should -Be 'High'
@@ -136,6 +156,35 @@ Describe 'Crashes' -Tag VM {
         $again = Start-Sandbox -Name life -PassThru -Verbose -WarningAction SilentlyContinue 4>&1
         ($again | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message |
             Should -Contain "Starting sandbox 'life' again after it crashed: $($crashed.Reason)"
+        ($again | Where-Object { $_ -isnot [System.Management.Automation.VerboseRecord] }).State | Should -Be 'Running'
+        Invoke-SandboxCommand -Name life -Command 'cat /root/kept' | Should -Be 'kept'
+    }
+
+    It 'shows Stopping while a guest that does not answer has its -Timeout, then kills its VM and says so; a start waits for it' {
+        $s = Get-Sandbox -Name life
+        $vmm = (Get-Content (Join-Path $s.Directory 'status.json') -Raw | ConvertFrom-Json).vmmPid
+        # A frozen VMM: the guest never powers off, so only the kill after the timeout ends it.
+        & kill -STOP $vmm
+        $ps = [powershell]::Create()
+        try {
+            $null = $ps.AddCommand('Import-Module').AddParameter('Name', $env:MSB_TEST_MODULE_PATH).AddStatement()
+            $null = $ps.AddCommand('Stop-Sandbox').AddParameter('Name', 'life').AddParameter('Timeout', 3).AddParameter('PassThru')
+            $async = $ps.BeginInvoke()
+            Wait-Until { (Get-Sandbox -Name life).State -eq 'Stopping' } 20
+            # A start asked for meanwhile waits for the stop under way, then boots.
+            $again = Start-Sandbox -Name life -PassThru -Verbose -WarningAction SilentlyContinue 4>&1
+            $stopped = $ps.EndInvoke($async)
+        }
+        finally {
+            $ps.Dispose()
+        }
+
+        $stopped.State | Should -Be 'Stopped'
+        $stopped.Reason | Should -BeLike '*(killed after the stop timeout)'
+        Test-ProcessRunning $vmm | Should -BeFalse
+        Test-ProcessRunning $s.RuntimePid | Should -BeFalse
+        ($again | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message |
+            Should -Contain "Waiting for another operation on sandbox 'life' to finish."
         ($again | Where-Object { $_ -isnot [System.Management.Automation.VerboseRecord] }).State | Should -Be 'Running'
         Invoke-SandboxCommand -Name life -Command 'cat /root/kept' | Should -Be 'kept'
     }
@@ -257,8 +306,36 @@ Describe 'Fleets' -Tag VM {
         foreach ($s in $running) { Test-ProcessRunning $s.RuntimePid | Should -BeFalse }
     }
 
-    It 'starts them again by label, and removal reports each running one on its own' {
-        $started = Start-Sandbox -Label fleet=bulk -PassThru -WarningAction SilentlyContinue
+    It 'waits for stopped sandboxes by wildcard, label and pipeline, returning at once' {
+        (Wait-Sandbox -Name 'fleet-[1-3]' -PassThru).Name | Sort-Object | Should -Be @('fleet-1', 'fleet-2', 'fleet-3')
+        $byLabel = Wait-Sandbox -Label fleet=bulk -Timeout 10 -PassThru
+        $byLabel | Should -HaveCount 8
+        $byLabel.State | Sort-Object -Unique | Should -Be 'Stopped'
+        (Get-Sandbox -Name fleet-4 | Wait-Sandbox -PassThru).Name | Should -Be 'fleet-4'
+    }
+
+    It 'boots a sandbox once when two processes start it at once' {
+        $module = $env:MSB_TEST_MODULE_PATH
+        $jobs = 1..2 | ForEach-Object {
+            Start-Job -ScriptBlock {
+                Import-Module $using:module
+                (Start-Sandbox -Name fleet-1 -PassThru -WarningAction SilentlyContinue -ErrorAction Stop).RuntimePid
+            }
+        }
+        $pids = @($jobs | Wait-Job -Timeout 180 | Receive-Job)
+        $jobs | Remove-Job -Force
+        $pids | Should -HaveCount 2
+        $pids[0] | Should -Be $pids[1]
+        $s = Get-Sandbox -Name fleet-1
+        $s.State | Should -Be 'Running'
+        $s.RuntimePid | Should -Be $pids[0]
+        @(Get-QemuPid | Where-Object { (Get-Process -Id $_).CommandLine -like "*$($s.Directory)*" }) | Should -HaveCount 1
+    }
+
+    It 'starts them again by wildcard and by pipeline, and removal reports each running one on its own' {
+        Start-Sandbox -Name 'fleet-[2-4]' -WarningAction SilentlyContinue -ErrorAction Stop
+        (Get-Sandbox -Name 'fleet-[1-4]').State | Sort-Object -Unique | Should -Be 'Running'
+        $started = Get-Sandbox -Label fleet=bulk | Start-Sandbox -PassThru -WarningAction SilentlyContinue
         $started | Should -HaveCount 8
         $started.State | Sort-Object -Unique | Should -Be 'Running'
         Stop-Sandbox -Name 'fleet-[1-4]' -Force
@@ -285,6 +362,19 @@ Describe 'Fleets' -Tag VM {
         @($results | Where-Object Error).Error | Should -Be 'SandboxAlreadyExists'
         @(Get-Sandbox -Name race) | Should -HaveCount 1
         (Get-Sandbox -Name race).State | Should -Be 'Running'
+    }
+
+    It 'replaces a running sandbox after a graceful stop, with a new root' {
+        $old = Get-Sandbox -Name race
+        Invoke-SandboxCommand -Name race -Command 'echo old > /root/mark' -ErrorAction Stop
+        $new = New-Sandbox -Name race -Replace -ReplaceTimeout 20 -MemoryMB 128 -Label @{ gen = '2' } `
+            -WarningAction SilentlyContinue -ErrorAction Stop
+        $new.Id | Should -Not -Be $old.Id
+        $new.State | Should -Be 'Running'
+        $new.Labels['gen'] | Should -Be '2'
+        Test-ProcessRunning $old.RuntimePid | Should -BeFalse
+        Test-Path $old.Directory | Should -BeFalse
+        Invoke-SandboxCommand -Name race -Command 'test -e /root/mark || echo fresh' | Should -Be 'fresh'
     }
 
     It 'leaves no QEMU behind once the sandboxes here are removed' {

@@ -274,6 +274,38 @@ public sealed class StateStoreTests : IDisposable
     }
 
     [Fact]
+    public void TryUpdateState_writes_only_over_the_state_and_pid_it_read()
+    {
+        var store = new StateStore(_temp.Home);
+        SandboxRecord record = _temp.NewRecord("cas");
+        Assert.True(store.TryInsert(record));
+        record.State = SandboxState.Running;
+        record.RuntimePid = 100;
+        store.UpdateState(record);
+
+        // Another process restarted the sandbox after this reader saw runtime 100.
+        SandboxRecord restarted = Assert.IsType<SandboxRecord>(store.FindById(record.Id));
+        restarted.State = SandboxState.Starting;
+        restarted.RuntimePid = 200;
+        store.UpdateState(restarted);
+
+        record.State = SandboxState.Crashed;
+        record.RuntimePid = null;
+        record.Reason = "runtime 100 is gone";
+        Assert.False(store.TryUpdateState(record, SandboxState.Running, 100));
+        SandboxRecord stored = Assert.IsType<SandboxRecord>(store.Find("cas"));
+        Assert.Equal(SandboxState.Starting, stored.State);
+        Assert.Equal(200, stored.RuntimePid);
+        Assert.Null(stored.Reason);
+
+        // What was read is what is stored: the write goes through, a null pid compared as null.
+        Assert.True(store.TryUpdateState(record, SandboxState.Starting, 200));
+        Assert.True(store.TryUpdateState(record, SandboxState.Crashed, null));
+        Assert.Equal("runtime 100 is gone", store.Find("cas")?.Reason);
+        Assert.Null(store.FindById("no-such-id"));
+    }
+
+    [Fact]
     public void Delete_removes_the_row_and_cascades_to_its_labels_only()
     {
         var store = new StateStore(_temp.Home);

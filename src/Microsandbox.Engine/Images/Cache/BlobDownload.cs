@@ -187,16 +187,8 @@ public sealed class BlobDownload : IAsyncDisposable
                 return null;
             }
 
-            FileStream held;
-            try
-            {
-                // FileShare.None is an exclusive flock on Unix and a sharing lock on Windows: it
-                // keeps out other processes and other cache instances in this one alike, and the
-                // system drops it if the holder dies.
-                held = new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None,
-                    bufferSize: 0);
-            }
-            catch (IOException e) when (IsHeldElsewhere(e))
+            // Exclusive: it keeps out other processes and other cache instances in this one alike.
+            if (LockFile.TryTake(lockPath, exclusive: true) is not { } held)
             {
                 await Task.Delay(50, cancellationToken).ConfigureAwait(false);
                 continue;
@@ -225,10 +217,4 @@ public sealed class BlobDownload : IAsyncDisposable
             // Windows keeps a file that another process holds open; it is an empty file.
         }
     }
-
-    /// <summary>Whether opening a lock file failed because another holder has it.</summary>
-    internal static bool IsHeldElsewhere(IOException e) =>
-        e is not (FileNotFoundException or DirectoryNotFoundException or PathTooLongException)
-        && e.HResult is 11 or 35 // EWOULDBLOCK on Linux and on macOS
-            or unchecked((int)0x80070020) or unchecked((int)0x80070021); // sharing, lock violation
 }

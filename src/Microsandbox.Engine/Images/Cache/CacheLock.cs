@@ -23,31 +23,11 @@ internal sealed class CacheLock : IDisposable
         ArgumentNullException.ThrowIfNull(cache);
         Directory.CreateDirectory(cache.Root);
         string path = Path.Join(cache.Root, "cache.lock");
-        bool told = false;
-        while (true)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            try
-            {
-                // A shared lock is a read-only open that shares (LOCK_SH on Unix); the collector's
-                // is a write open that shares nothing (LOCK_EX).
-                return new CacheLock(exclusive
-                    ? new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, bufferSize: 0)
-                    : OpenShared(path));
-            }
-            catch (IOException e) when (BlobDownload.IsHeldElsewhere(e))
-            {
-                if (!told)
-                {
-                    told = true;
-                    progress?.Report(new(SandboxMessageLevel.Verbose, exclusive
-                        ? "Waiting for pulls and imports in progress to finish before removing."
-                        : "Waiting for an image removal in progress to finish."));
-                }
-
-                await Task.Delay(100, cancellationToken).ConfigureAwait(false);
-            }
-        }
+        FileStream file = await LockFile.TakeAsync(path, exclusive, exclusive
+                ? "Waiting for pulls and imports in progress to finish before removing."
+                : "Waiting for an image removal in progress to finish.", progress, cancellationToken)
+            .ConfigureAwait(false);
+        return new CacheLock(file);
     }
 
     /// <summary>Takes the lock, blocking the calling thread until the holders in the way are done.</summary>
@@ -56,18 +36,4 @@ internal sealed class CacheLock : IDisposable
 
     /// <inheritdoc/>
     public void Dispose() => _file.Dispose();
-
-    private static FileStream OpenShared(string path)
-    {
-        if (!File.Exists(path))
-        {
-            // Created by a write open first: a read-only open cannot create the file.
-            using (new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite,
-                bufferSize: 0))
-            {
-            }
-        }
-
-        return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 0);
-    }
 }
