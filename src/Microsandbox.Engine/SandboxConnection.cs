@@ -278,6 +278,13 @@ public sealed partial class SandboxConnection : IAsyncDisposable
             new ShutdownRequest { TimeoutMilliseconds = (int)timeout.TotalMilliseconds, Reason = reason },
             cancellationToken).AsTask();
 
+    /// <summary>
+    /// Tells the runtime of a sandbox booted held (<see cref="RuntimeSpec.HoldUntilReleased"/>)
+    /// that its setup is done, so it reports the sandbox Running.
+    /// </summary>
+    public Task ReleaseAsync(CancellationToken cancellationToken) =>
+        _writer.WriteAsync(0, FrameType.Release, ReadOnlyMemory<byte>.Empty, cancellationToken).AsTask();
+
     /// <inheritdoc/>
     public async ValueTask DisposeAsync()
     {

@@ -53,13 +53,23 @@ public sealed partial class SandboxEngine
 
     /// <summary>
     /// Writes the scripts, then applies the patches in order, through the agent of the sandbox that
-    /// has just booted; the first failure is thrown with the patch it came from.
+    /// has just booted, on the boot's own connection while the runtime still holds the sandbox
+    /// Starting; the first failure is thrown with the patch it came from.
     /// </summary>
-    private async Task ApplySetupAsync(
-        string name, SandboxOptions options, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
+    private static async Task ApplySetupAsync(
+        SandboxConnection connection,
+        string name,
+        SandboxOptions options,
+        IProgress<SandboxMessage>? progress,
+        CancellationToken cancellationToken)
     {
-        await using SandboxConnection connection = await ConnectFilesAsync(name, cancellationToken)
-            .ConfigureAwait(false);
+        if (!connection.SupportsFiles)
+        {
+            throw new SandboxException("SandboxFilesNotSupported", SandboxErrorKind.NotInstalled,
+                $"The agent of sandbox '{name}' predates file operations, which scripts and "
+                + "patches need; install this module's guest assets.", name);
+        }
+
         if (options.Scripts.Count > 0)
         {
             await MakeDirectoryAsync(connection, ScriptDirectory, null, cancellationToken).ConfigureAwait(false);

@@ -171,16 +171,15 @@ public sealed partial class SandboxEngine
                     .ConfigureAwait(false);
             }
 
-            Sandbox sandbox = await BootAsync(record, qemu, options.AttachedProcessId, progress, cancellationToken)
+            // The agent is PID 1 and runs nothing of the image on its own, and the runtime holds
+            // the sandbox Starting until the setup is done, so no command sees the root before
+            // its scripts and patches are in place.
+            Func<SandboxConnection, CancellationToken, Task>? setup =
+                options.Scripts.Count > 0 || options.Patches.Count > 0
+                    ? (connection, token) => ApplySetupAsync(connection, name, options, progress, token)
+                    : null;
+            return await BootAsync(record, qemu, options.AttachedProcessId, setup, progress, cancellationToken)
                 .ConfigureAwait(false);
-            if (options.Scripts.Count > 0 || options.Patches.Count > 0)
-            {
-                // The agent is PID 1 and runs nothing of the image on its own, so no command sees
-                // the root before its scripts and patches are in place.
-                await ApplySetupAsync(name, options, progress, cancellationToken).ConfigureAwait(false);
-            }
-
-            return sandbox;
         }
         catch
         {
@@ -250,7 +249,7 @@ public sealed partial class SandboxEngine
         Qemu qemu = Qemu.Require();
         try
         {
-            return await BootAsync(record, qemu, null, progress, cancellationToken).ConfigureAwait(false);
+            return await BootAsync(record, qemu, null, null, progress, cancellationToken).ConfigureAwait(false);
         }
         catch (SandboxException ex)
         {
@@ -436,10 +435,17 @@ public sealed partial class SandboxEngine
         return argv;
     }
 
+    /// <summary>
+    /// Boots the sandbox's VM through a new runtime and waits for its agent. With
+    /// <paramref name="setup"/>, the runtime holds the sandbox Starting once the agent is ready,
+    /// <paramref name="setup"/> runs on the boot's own connection, and only then is the sandbox
+    /// released to be Running.
+    /// </summary>
     private async Task<Sandbox> BootAsync(
         SandboxRecord record,
         Qemu qemu,
         int? attachTo,
+        Func<SandboxConnection, CancellationToken, Task>? setup,
         IProgress<SandboxMessage>? progress,
         CancellationToken cancellationToken)
     {
@@ -496,6 +502,7 @@ public sealed partial class SandboxEngine
             AttachedProcessId = attachTo,
             AttachedProcessStartTicks = attachedStart,
             CommandLogPath = CommandLog(record),
+            HoldUntilReleased = setup is not null,
         };
         string specPath = SpecFile(record);
         RuntimeSpecFile.Save(spec, specPath);
@@ -518,6 +525,12 @@ public sealed partial class SandboxEngine
                 .ConfigureAwait(false);
             progress?.Report(new(SandboxMessageLevel.Verbose,
                 $"Agent ready in {clock.ElapsedMilliseconds} ms (guest kernel {connection.Hello.KernelRelease})."));
+            if (setup is not null)
+            {
+                await setup(connection, cancellationToken).ConfigureAwait(false);
+                await connection.ReleaseAsync(cancellationToken).ConfigureAwait(false);
+                await WaitForReleaseAsync(record, runtime, cancellationToken).ConfigureAwait(false);
+            }
         }
         catch
         {
@@ -654,6 +667,27 @@ public sealed partial class SandboxEngine
             }
 
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Waits until the runtime has taken the release and says Running, so that the record this
+    /// engine writes next and the status every reader reconciles with agree.
+    /// </summary>
+    private static async Task WaitForReleaseAsync(
+        SandboxRecord record, Process runtime, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        while (RuntimeStatus.Load(StatusFile(record)) is not { State: "Running" })
+        {
+            if (runtime.HasExited || clock.Elapsed > TimeSpan.FromSeconds(10))
+            {
+                throw new SandboxException("RuntimeStartFailed", SandboxErrorKind.DeviceError,
+                    $"The sandbox runtime did not report the sandbox running after its setup; see "
+                    + $"{Path.Join(record.Directory, "runtime.log")}.", record.Name);
+            }
+
+            await Task.Delay(20, cancellationToken).ConfigureAwait(false);
         }
     }
 

@@ -60,6 +60,12 @@ public enum FrameType : byte
     /// <summary>Stop the guest gracefully (JSON <see cref="ShutdownRequest"/>), on session 0.</summary>
     Shutdown = 0x20,
 
+    /// <summary>
+    /// The setup of a sandbox booted with <see cref="RuntimeSpec.HoldUntilReleased"/> is done: the
+    /// runtime reports it Running (no payload), on session 0 from a client.
+    /// </summary>
+    Release = 0x21,
+
     /// <summary>A file operation in the guest; opens the session (JSON <see cref="FileRequest"/>).</summary>
     FileRequest = 0x30,
 
@@ -83,6 +89,7 @@ public static class FrameTypes
             or FrameType.ExecRequest or FrameType.ExecStarted or FrameType.Stdout or FrameType.Stderr
             or FrameType.Stdin or FrameType.Exited or FrameType.ExecFailed or FrameType.Signal
             or FrameType.Window or FrameType.Resize or FrameType.SignalProcess or FrameType.Shutdown => true,
+        FrameType.Release => true,
         FrameType.FileRequest or FrameType.FileData or FrameType.FileEntries or FrameType.FileResult => true,
         _ => false,
     };

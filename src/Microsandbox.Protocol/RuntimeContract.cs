@@ -65,6 +65,14 @@ public sealed class RuntimeSpec
 
     /// <summary>The file the runtime appends one line to per command started and ended; empty, none.</summary>
     public string CommandLogPath { get; init; } = "";
+
+    /// <summary>
+    /// Whether the runtime keeps reporting the sandbox Starting once the agent is ready, until a
+    /// client sends <see cref="FrameType.Release"/>: the creating engine puts the sandbox's scripts
+    /// and patches in place in between, before anybody else is handed the sandbox. Its limits
+    /// count from the release.
+    /// </summary>
+    public bool HoldUntilReleased { get; init; }
 }
 
 /// <summary>The runtime's own account of the sandbox, rewritten atomically on every change.</summary>

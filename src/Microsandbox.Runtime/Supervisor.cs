@@ -17,6 +17,7 @@ internal sealed class Supervisor : IDisposable
     private readonly TaskCompletionSource<HelloMessage> _ready =
         new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _stopRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Dictionary<uint, Route> _routes = [];
     private readonly object _gate = new();
     private readonly object _commandLogGate = new();
@@ -84,7 +85,18 @@ internal sealed class Supervisor : IDisposable
 
         _bootMilliseconds = clock.ElapsedMilliseconds;
         Log($"agent ready in {_bootMilliseconds} ms");
-        WriteStatus("Running");
+        if (_spec.HoldUntilReleased)
+        {
+            // Still Starting to everybody else while the creating engine sets the sandbox up.
+            Log("holding the sandbox for its setup");
+            await Task.WhenAny(_released.Task, exited, _stopRequested.Task).ConfigureAwait(false);
+        }
+
+        if (!exited.IsCompleted && !_stopRequested.Task.IsCompleted)
+        {
+            WriteStatus("Running");
+        }
+
         using var limits = new CancellationTokenSource();
         Task watch = WatchLimitsAsync(limits.Token);
         await Task.WhenAny(exited, _stopRequested.Task).ConfigureAwait(false);
@@ -431,9 +443,20 @@ internal sealed class Supervisor : IDisposable
         }
         finally
         {
+            bool abandoned;
             lock (_gate)
             {
                 _clients--;
+                abandoned = _clients == 0 && _spec.HoldUntilReleased && _ready.Task.IsCompletedSuccessfully
+                    && !_released.Task.IsCompleted;
+            }
+
+            if (abandoned)
+            {
+                // Nobody is left to finish the setup: a half-made sandbox is not handed out.
+                Log("stopping: the session setting the sandbox up went away");
+                RequestStop(TimeSpan.Zero,
+                    "Stopped because its setup did not finish: the session creating it went away.");
             }
 
             Touch();
@@ -491,6 +514,9 @@ internal sealed class Supervisor : IDisposable
             {
                 case FrameType.Ping:
                     await client.Writer.WriteAsync(0, FrameType.Pong, frame.Payload).ConfigureAwait(false);
+                    break;
+                case FrameType.Release when _spec.HoldUntilReleased && _released.TrySetResult():
+                    Log("setup done");
                     break;
                 case FrameType.Shutdown:
                     var request = frame.Read<ShutdownRequest>();

@@ -96,6 +96,78 @@ Describe 'New-Sandbox -Patch' -Tag VM {
     }
 }
 
+Describe 'Setup before the sandbox is handed out' -Tag VM {
+    It 'holds the sandbox Starting while its patches go in, so no other session runs a command first' {
+        $big = Join-Path $script:Scratch 'big.bin'
+        $bytes = [byte[]]::new(24MB)
+        [Random]::new(7).NextBytes($bytes)
+        [IO.File]::WriteAllBytes($big, $bytes)
+        $ps = [powershell]::Create()
+        try {
+            $null = $ps.AddCommand('Import-Module').AddParameter('Name', $env:MSB_TEST_MODULE_PATH).AddStatement()
+            $null = $ps.AddScript("New-Sandbox -Name setup-held -MemoryMB 128 -WarningAction SilentlyContinue -Patch @{ Copy = '$big'; Destination = '/root/big.bin' }")
+            $async = $ps.BeginInvoke()
+            # The runtime logs the hold once the agent is ready and before the copy is done.
+            $deadline = [DateTime]::UtcNow.AddSeconds(120)
+            do {
+                Start-Sleep -Milliseconds 50
+                $s = Get-Sandbox -Name setup-held -ErrorAction Ignore
+                $log = if ($s) { Get-SandboxLog -Name setup-held -Kind Runtime -ErrorAction Ignore }
+            } until (($log -like '*holding the sandbox for its setup') -or $async.IsCompleted -or
+                [DateTime]::UtcNow -gt $deadline)
+            $async.IsCompleted | Should -BeFalse -Because 'the copy of 24 MiB takes seconds'
+            (Get-Sandbox -Name setup-held).State | Should -Be 'Starting'
+            $r = Invoke-Captured { Invoke-SandboxCommand -Name setup-held -Command 'ls /root' }
+            Get-ErrorId $r.Errors[0] | Should -Be 'SandboxNotRunning'
+            $made = $ps.EndInvoke($async)
+            $ps.Streams.Error | Should -BeNullOrEmpty
+        }
+        finally {
+            $ps.Dispose()
+        }
+
+        $made.State | Should -Be 'Running'
+        (Get-Sandbox -Name setup-held).State | Should -Be 'Running'
+        $hash = (Get-FileHash $big -Algorithm SHA256).Hash.ToLowerInvariant()
+        Invoke-SandboxCommand -Name setup-held -Command 'sha256sum /root/big.bin' -ErrorAction Stop |
+            Should -Be "$hash  /root/big.bin"
+        $runtime = Get-SandboxLog -Name setup-held -Kind Runtime
+        $held = [array]::FindIndex([string[]]$runtime, [Predicate[string]]{ $args[0] -like '*holding the sandbox for its setup' })
+        $done = [array]::FindIndex([string[]]$runtime, [Predicate[string]]{ $args[0] -like '*setup done' })
+        $held | Should -BeGreaterOrEqual 0
+        $done | Should -BeGreaterThan $held
+        Remove-Sandbox -Name setup-held -Force
+    }
+
+    It 'stops a sandbox whose creating session is killed during its setup, and says why' {
+        $big = Join-Path $script:Scratch 'big.bin'
+        $pwsh = (Get-Process -Id $PID).Path
+        $prefix = @(if ($pwsh -match 'dotnet(\.exe)?$') { "$PSHOME/pwsh.dll" })
+        $script = "Import-Module '$($env:MSB_TEST_MODULE_PATH)'; " +
+            "New-Sandbox -Name setup-orphan -MemoryMB 128 -WarningAction SilentlyContinue -Patch @{ Copy = '$big'; Destination = '/root/big.bin' }"
+        $process = Start-Process $pwsh -ArgumentList (@($prefix) + '-NoProfile', '-NonInteractive', '-Command', $script) -PassThru
+        try {
+            $deadline = [DateTime]::UtcNow.AddSeconds(120)
+            do {
+                Start-Sleep -Milliseconds 50
+                $log = if (Get-Sandbox -Name setup-orphan -ErrorAction Ignore) {
+                    Get-SandboxLog -Name setup-orphan -Kind Runtime -ErrorAction Ignore
+                }
+            } until (($log -like '*holding the sandbox for its setup') -or $process.HasExited -or
+                [DateTime]::UtcNow -gt $deadline)
+            $process.HasExited | Should -BeFalse
+        }
+        finally {
+            Stop-Process -Id $process.Id -Force
+        }
+
+        $done = Wait-Sandbox -Name setup-orphan -Timeout 60 -PassThru
+        $done.State | Should -Be 'Stopped'
+        $done.Reason | Should -Be 'Stopped because its setup did not finish: the session creating it went away.'
+        Remove-Sandbox -Name setup-orphan -Force
+    }
+}
+
 Describe 'Bad scripts and patches' -Tag VM {
     BeforeAll {
         $script:QemuBefore = @(Get-QemuPid).Count

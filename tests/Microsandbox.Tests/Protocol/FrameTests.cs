@@ -37,6 +37,7 @@ public sealed class FrameTests
             [FrameType.Resize] = 0x19,
             [FrameType.SignalProcess] = 0x1A,
             [FrameType.Shutdown] = 0x20,
+            [FrameType.Release] = 0x21,
             [FrameType.FileRequest] = 0x30,
             [FrameType.FileData] = 0x31,
             [FrameType.FileEntries] = 0x32,
@@ -374,7 +375,7 @@ public sealed class FrameTests
     [InlineData(0x06)]
     [InlineData(0x0F)]
     [InlineData(0x1B)]
-    [InlineData(0x21)]
+    [InlineData(0x22)]
     [InlineData(0x2F)]
     [InlineData(0x34)]
     [InlineData(0xFF)]

@@ -142,6 +142,7 @@ public sealed class RuntimeContractTests : IDisposable
             AttachedProcessId = 4242,
             AttachedProcessStartTicks = 987_654,
             CommandLogPath = "/run/msb/sb-1/commands.log",
+            HoldUntilReleased = true,
         };
 
         RuntimeSpecFile.Save(sent, path);
@@ -161,12 +162,14 @@ public sealed class RuntimeContractTests : IDisposable
         Assert.Equal(sent.AttachedProcessId, got.AttachedProcessId);
         Assert.Equal(sent.AttachedProcessStartTicks, got.AttachedProcessStartTicks);
         Assert.Equal(sent.CommandLogPath, got.CommandLogPath);
+        Assert.True(got.HoldUntilReleased);
 
         using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
         Assert.Equal(
             ["sandboxName", "vmmPath", "vmmArguments", "agentSocketPath", "controlSocketPath", "consoleLogPath",
                 "statusPath", "bootTimeoutMilliseconds", "accelerator", "maxDurationMilliseconds",
-                "idleTimeoutMilliseconds", "attachedProcessId", "attachedProcessStartTicks", "commandLogPath"],
+                "idleTimeoutMilliseconds", "attachedProcessId", "attachedProcessStartTicks", "commandLogPath",
+                "holdUntilReleased"],
             doc.RootElement.EnumerateObject().Select(p => p.Name));
     }
 
