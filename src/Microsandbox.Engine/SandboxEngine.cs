@@ -215,8 +215,8 @@ public sealed partial class SandboxEngine
     }
 
     /// <summary>
-    /// Stops a sandbox gracefully (see <see cref="StopAsync(string, TimeSpan, CancellationToken)"/>) and starts it again, as one
-    /// operation: no other session's start or stop comes in between.
+    /// Stops a sandbox gracefully (see <see cref="StopAsync(string, TimeSpan, CancellationToken)"/>)
+    /// and starts it again, as one operation: no other session's start or stop comes in between.
     /// </summary>
     public async Task<Sandbox> RestartAsync(
         string name, TimeSpan timeout, IProgress<SandboxMessage>? progress, CancellationToken cancellationToken)
