@@ -1,5 +1,6 @@
 using System.Formats.Tar;
 using System.Text;
+using ZstdSharp;
 
 namespace Microsandbox.Engine.Images.Erofs;
 
@@ -180,9 +181,10 @@ internal sealed class LayerTree : IDisposable
         }
     }
 
+    // What a bad tar (TarReader) or bad compressed bytes (GZipStream, ZstdSharp) throw while read.
     private static bool IsFormatError(Exception exception) =>
         exception is InvalidDataException or EndOfStreamException or FormatException or OverflowException
-            or ArgumentException;
+            or ArgumentException or ZstdException;
 
     private async Task<Change?> ReadEntryAsync(
         TarEntry entry, Dictionary<string, byte[]> xattrs, CancellationToken cancellationToken)

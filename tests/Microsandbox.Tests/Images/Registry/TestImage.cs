@@ -186,4 +186,16 @@ internal sealed class TestImage
 
         return output.ToArray();
     }
+
+    /// <summary>
+    /// A zstd frame of <paramref name="content"/> whose blocks are overwritten with 0xFF, so the
+    /// magic and frame header stay valid and the first block header reads as the reserved type.
+    /// </summary>
+    public static byte[] CorruptZstd(byte[] content)
+    {
+        byte[] zstd = Zstd(content);
+        // Magic (4), frame header descriptor and window descriptor: a streamed frame has no size field.
+        zstd.AsSpan(6).Fill(0xff);
+        return zstd;
+    }
 }
