@@ -92,6 +92,41 @@ Describe 'Image cmdlets' -Tag Images {
         @(Get-SandboxImage).Count | Should -Be 1
     }
 
+    It 'refuses an image whose layer <Case> with <Id>, keeping nothing of it' -ForEach @(
+        @{ Case = 'climbs out of the root'; Id = 'LayerPathEscapes'; Target = '../evil'
+            Entries = @(@{ Name = 'fine' }, @{ Name = '../evil' }) }
+        @{ Case = 'is a valid gzip of no tar'; Id = 'LayerCorrupt'; Target = 'layer 1'; Entries = @() }
+        @{ Case = 'writes through a symlink'; Id = 'LayerPathThroughSymlink'; Target = 'lnk/passwd'
+            Entries = @(@{ Name = 'lnk'; Link = '/etc' }, @{ Name = 'lnk/passwd' }) }
+    ) {
+        $tar = Join-Path $TestDrive "$Id.tar"
+        if ($Entries) {
+            New-LayerTar -Path $tar -Entry $Entries
+        }
+        else {
+            [IO.File]::WriteAllBytes($tar, [byte[]](1..4096 | ForEach-Object { ($_ * 7) % 251 }))
+        }
+        $refused = Publish-TestImage -Reference "127.0.0.1:$script:Port/refused:$($Id.ToLowerInvariant())" `
+            -LayerPath $tar
+        $blobs = Get-BlobCount
+        $bases = @(Get-ChildItem "$script:Cache/images" -Name)
+
+        # Twice: a second pull must not find the first one's image cached.
+        foreach ($attempt in 1, 2) {
+            $r = Invoke-Captured { Save-SandboxImage -Name $refused.Reference }
+            Get-ErrorId $r.Errors[0] | Should -Be $Id
+            $r.Errors[0].TargetObject | Should -Be $Target
+            "$($r.Errors[0].CategoryInfo.Category)" | Should -Be 'InvalidArgument'
+        }
+
+        Get-SandboxImage -Name $refused.Reference -ErrorAction Ignore | Should -BeNullOrEmpty
+        @(Get-SandboxImage).Count | Should -Be 1
+        Get-BlobCount | Should -Be $blobs
+        Test-Blob $refused.Layer | Should -BeFalse
+        @(Get-ChildItem "$script:Cache/images" -Name) | Should -Be $bases
+        Get-ChildItem "$script:Cache/incoming" -File | Should -BeNullOrEmpty
+    }
+
     It 'keeps an image under -WhatIf' {
         Remove-SandboxImage -Name $script:Image -WhatIf
         Get-SandboxImage -Name $script:Image | Should -Not -BeNullOrEmpty

@@ -83,6 +83,28 @@ function Stop-TestRegistry {
     Remove-Item $Registry.Directory -Recurse -Force -ErrorAction Ignore
 }
 
+function New-LayerTar {
+    <#
+    Writes a PAX layer tar of the -Entry hashtables, in order: a regular file holding 'x', or with
+    Link a symlink to it. Names are written as given (GNU tar would strip '../' and '/').
+    #>
+    param([string] $Path, [hashtable[]] $Entry)
+    $file = [IO.File]::Create($Path)
+    $writer = [System.Formats.Tar.TarWriter]::new($file, [System.Formats.Tar.TarEntryFormat]::Pax, $false)
+    try {
+        foreach ($item in $Entry) {
+            $type = if ($item.Link) { 'SymbolicLink' } else { 'RegularFile' }
+            $tarEntry = [System.Formats.Tar.PaxTarEntry]::new($type, $item.Name)
+            if ($item.Link) { $tarEntry.LinkName = $item.Link }
+            else { $tarEntry.DataStream = [IO.MemoryStream]::new([byte[]](0x78)) }
+            $writer.WriteEntry($tarEntry)
+        }
+    }
+    finally {
+        $writer.Dispose()
+    }
+}
+
 function Publish-TestImage {
     <#
     Pushes a layer tar (the built-in image's unless -LayerPath), gzipped, with an image config that

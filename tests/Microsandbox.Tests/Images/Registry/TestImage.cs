@@ -103,6 +103,13 @@ internal sealed class TestImage
         return new TestImage(architecture, built, Encoding.UTF8.GetBytes(config.ToJsonString()), docker);
     }
 
+    /// <summary>
+    /// This image with other layers and the same config, whose diff_ids then disagree with them:
+    /// nothing checks those, so this is how a test makes an image of hand-made layers.
+    /// </summary>
+    public TestImage WithLayers(params TestLayer[] layers) =>
+        new(Architecture, layers, Config, ManifestMediaType == ImageMediaTypes.DockerManifest);
+
     /// <summary>Pushes layers, config and manifest, tagged as <paramref name="reference"/> says.</summary>
     public async Task PushAsync(RegistryClient client, ImageReference reference)
     {
