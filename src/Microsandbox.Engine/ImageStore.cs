@@ -175,6 +175,11 @@ public sealed class ImageStore
         RejectBuiltIn(image);
         string reference = CanonicalReference(image);
         var cache = LayerCache.ForHome(_home);
+
+        // Alone in the cache before the checks: a pull in progress finishes first, so the checks see
+        // what it recorded, and no pull is then between finding a blob cached and recording it.
+        // A New-Sandbox between its pull and its sandbox record escapes ImageInUse and loses its base.
+        using CacheLock alone = CacheLock.Take(cache, exclusive: true, progress);
         CachedReference entry = cache.FindReference(reference)
             ?? throw new SandboxException("ImageNotFound", SandboxErrorKind.NotFound,
                 $"The image {reference} is not in the cache.", reference);
@@ -192,9 +197,6 @@ public sealed class ImageStore
             progress?.Report(new(SandboxMessageLevel.Warning, $"The image {reference} is used by {names}; " +
                 "they rebuild its base on their next start, pulling the image again."));
         }
-
-        // Alone in the cache, so no pull is between finding a blob cached and recording it.
-        using CacheLock alone = CacheLock.Take(cache, exclusive: true, progress);
 
         // The record goes first, so that no listing shows an image whose blobs are going.
         HashSet<string> mine = BlobsOf(cache, entry);
