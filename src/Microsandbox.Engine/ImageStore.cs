@@ -69,8 +69,10 @@ public sealed class ImageStore
     /// <summary>
     /// Pulls an image into the cache and builds its EROFS base, so that New-Sandbox need not wait:
     /// under <see cref="PullPolicy.IfMissing"/> a cached image is left as it is, under
-    /// <see cref="PullPolicy.Always"/> the registry is asked again. Layer progress is reported from
-    /// the download tasks, several at once.
+    /// <see cref="PullPolicy.Always"/> the registry is asked again. The reference is recorded only
+    /// once the base is built: an image whose layers do not unpack is refused and what its pull
+    /// added is taken back, as for a failed import. Layer progress is reported from the download
+    /// tasks, several at once.
     /// </summary>
     public async Task<SandboxImageInfo> PullAsync(
         string image,
@@ -128,14 +130,14 @@ public sealed class ImageStore
         string names = string.Join(", ", image.Names);
         progress?.Report(new(SandboxMessageLevel.Verbose, $"Importing {names} ({image.Platform}, "
             + $"{image.Manifest.Layers.Count} layer(s)) from '{full}'."));
-        var published = new List<string>();
-        var recorded = new List<string>();
-        bool hadBase = File.Exists(BasePathOf(digest));
-        CacheLock held = await CacheLock.TakeAsync(cache, exclusive: false, progress, cancellationToken)
-            .ConfigureAwait(false);
-        try
+        var added = new CacheAdditions
         {
-            await image.StoreAsync(archive, cache, layers, published, cancellationToken).ConfigureAwait(false);
+            BuiltBase = File.Exists(BasePathOf(digest)) ? null : digest,
+        };
+        return await AddToCacheAsync<IReadOnlyList<SandboxImageInfo>>(cache, added, progress, async () =>
+        {
+            await image.StoreAsync(archive, cache, layers, added.Published, cancellationToken)
+                .ConfigureAwait(false);
             await EnsureBaseAsync(cache, names, digest, image.Manifest, progress, cancellationToken)
                 .ConfigureAwait(false);
             foreach (string name in image.Names)
@@ -154,23 +156,11 @@ public sealed class ImageStore
                     Platform = image.Platform.ToString(),
                     PulledAt = DateTimeOffset.UtcNow,
                 }, cancellationToken).ConfigureAwait(false);
-                recorded.Add(name);
+                added.Recorded.Add(name);
             }
-        }
-        catch
-        {
-            // Taking blobs back is a removal: it waits for the pulls that might be using them.
-            held.Dispose();
-            held = CacheLock.Take(cache, exclusive: true, progress);
-            TakeBack(cache, recorded, published, hadBase ? null : digest);
-            throw;
-        }
-        finally
-        {
-            held.Dispose();
-        }
 
-        return [.. image.Names.Select(name => Describe(cache, cache.FindReference(name)!))];
+            return [.. image.Names.Select(name => Describe(cache, cache.FindReference(name)!))];
+        }, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -185,6 +175,11 @@ public sealed class ImageStore
         RejectBuiltIn(image);
         string reference = CanonicalReference(image);
         var cache = LayerCache.ForHome(_home);
+
+        // Alone in the cache before the checks: a pull in progress finishes first, so the checks see
+        // what it recorded, and no pull is then between finding a blob cached and recording it.
+        // A New-Sandbox between its pull and its sandbox record escapes ImageInUse and loses its base.
+        using CacheLock alone = CacheLock.Take(cache, exclusive: true, progress);
         CachedReference entry = cache.FindReference(reference)
             ?? throw new SandboxException("ImageNotFound", SandboxErrorKind.NotFound,
                 $"The image {reference} is not in the cache.", reference);
@@ -202,9 +197,6 @@ public sealed class ImageStore
             progress?.Report(new(SandboxMessageLevel.Warning, $"The image {reference} is used by {names}; " +
                 "they rebuild its base on their next start, pulling the image again."));
         }
-
-        // Alone in the cache, so no pull is between finding a blob cached and recording it.
-        using CacheLock alone = CacheLock.Take(cache, exclusive: true, progress);
 
         // The record goes first, so that no listing shows an image whose blobs are going.
         HashSet<string> mine = BlobsOf(cache, entry);
@@ -266,28 +258,45 @@ public sealed class ImageStore
 
         ImageReference reference = ImageReference.Parse(image);
         var cache = LayerCache.ForHome(_home);
-        using CacheLock shared = await CacheLock.TakeAsync(cache, exclusive: false, progress, cancellationToken)
-            .ConfigureAwait(false);
-        PulledImage? pulled = policy == PullPolicy.Always
-            ? null
-            : await PulledImage.LoadAsync(cache, reference, cancellationToken).ConfigureAwait(false);
-        if (pulled is null && policy == PullPolicy.Never)
+        var added = new CacheAdditions();
+        return await AddToCacheAsync(cache, added, progress, async () =>
         {
-            throw new SandboxException("ImageNotFound", SandboxErrorKind.NotFound,
-                $"The image {reference} is not in the cache, and the pull policy is Never.", image);
-        }
+            PulledImage? pulled = policy == PullPolicy.Always
+                ? null
+                : await PulledImage.LoadAsync(cache, reference, cancellationToken).ConfigureAwait(false);
+            if (pulled is null && policy == PullPolicy.Never)
+            {
+                throw new SandboxException("ImageNotFound", SandboxErrorKind.NotFound,
+                    $"The image {reference} is not in the cache, and the pull policy is Never.", image);
+            }
 
-        if (pulled is null)
-        {
-            progress?.Report(new(SandboxMessageLevel.Verbose, $"Pulling {reference}."));
-            using var client = new RegistryClient();
-            pulled = await client.PullAsync(reference, cache, null, new PullProgress(progress, layers),
-                cancellationToken).ConfigureAwait(false);
-        }
+            bool fetched = pulled is null;
+            if (pulled is null)
+            {
+                progress?.Report(new(SandboxMessageLevel.Verbose, $"Pulling {reference}."));
+                using var client = new RegistryClient();
+                var published = new List<string>();
+                pulled = await client.FetchAsync(reference, cache, null, new PullProgress(progress, layers),
+                    published, cancellationToken).ConfigureAwait(false);
 
-        string basePath = await EnsureBaseAsync(cache, reference.ToString(), pulled.ManifestDigest,
-            pulled.Manifest, progress, cancellationToken).ConfigureAwait(false);
-        return new SandboxImage(reference.ToString(), basePath, pulled.Config);
+                // A failed download keeps its verified layers for the next attempt; from here on a
+                // failure refuses the image itself, and all it added goes.
+                added.Published.AddRange(published);
+                string digest = pulled.ManifestDigest;
+                added.BuiltBase = File.Exists(BasePathOf(digest)) ? null : digest;
+            }
+
+            string basePath = await EnsureBaseAsync(cache, reference.ToString(), pulled.ManifestDigest,
+                pulled.Manifest, progress, cancellationToken).ConfigureAwait(false);
+            if (fetched)
+            {
+                // Recorded last, so that no listing and no -PullPolicy IfMissing finds an image whose
+                // base cannot be built.
+                await pulled.RecordAsync(cache, cancellationToken).ConfigureAwait(false);
+            }
+
+            return new SandboxImage(reference.ToString(), basePath, pulled.Config);
+        }, cancellationToken).ConfigureAwait(false);
     }
 
     // The image's EROFS base, built from its cached layers unless it exists.
@@ -317,20 +326,50 @@ public sealed class ImageStore
         return basePath;
     }
 
-    // Undoes a failed import, holding the cache alone: its records, the blobs it published that no
-    // recorded image needs, and the base it built.
-    private void TakeBack(
-        LayerCache cache, List<string> recorded, List<string> published, string? builtBase)
+    // Runs a pull or an import holding the cache shared. When it fails after adding something, the
+    // additions are taken back holding the cache alone: taking blobs back is a removal, so it waits
+    // for the pulls that might be using them.
+    private async Task<T> AddToCacheAsync<T>(
+        LayerCache cache,
+        CacheAdditions added,
+        IProgress<SandboxMessage>? progress,
+        Func<Task<T>> work,
+        CancellationToken cancellationToken)
     {
-        recorded.ForEach(name => cache.RemoveReference(name));
+        CacheLock held = await CacheLock.TakeAsync(cache, exclusive: false, progress, cancellationToken)
+            .ConfigureAwait(false);
+        try
+        {
+            return await work().ConfigureAwait(false);
+        }
+        catch when (added.Any)
+        {
+            held.Dispose();
+            held = CacheLock.Take(cache, exclusive: true, progress);
+            TakeBack(cache, added);
+            throw;
+        }
+        finally
+        {
+            held.Dispose();
+        }
+    }
+
+    // Undoes a failed pull or import, holding the cache alone: its records, the blobs it published
+    // that no recorded image needs, and the base it built.
+    private void TakeBack(LayerCache cache, CacheAdditions added)
+    {
+        added.Recorded.ForEach(name => cache.RemoveReference(name));
         List<CachedReference> others = [.. cache.ListReferences()];
         var kept = new HashSet<string>(
             others.SelectMany(other => BlobsOf(cache, other)), StringComparer.Ordinal);
-        foreach (string digest in published.Where(digest => !kept.Contains(digest)))
+        foreach (string digest in added.Published.Where(digest => !kept.Contains(digest)))
         {
             cache.RemoveBlob(digest);
         }
-        if (builtBase is not null && others.TrueForAll(other => other.ManifestDigest != builtBase)
+
+        if (added.BuiltBase is { } builtBase
+            && others.TrueForAll(other => other.ManifestDigest != builtBase)
             && File.Exists(BasePathOf(builtBase)))
         {
             File.Delete(BasePathOf(builtBase));
@@ -430,6 +469,21 @@ public sealed class ImageStore
             using Stream tar = LayerTar.Open(cache, layer.Digest, layer.MediaType);
             yield return tar;
         }
+    }
+
+    // What one pull or import added to the cache, so that a failure can take it back.
+    private sealed class CacheAdditions
+    {
+        // References recorded.
+        public List<string> Recorded { get; } = [];
+
+        // Blobs published, which were not cached before.
+        public List<string> Published { get; } = [];
+
+        // The manifest digest whose EROFS base this built, when there was none before.
+        public string? BuiltBase { get; set; }
+
+        public bool Any => Recorded.Count > 0 || Published.Count > 0 || BuiltBase is not null;
     }
 
     // Synchronous, unlike Progress<T>, whose posted callbacks could outlive the pull and report

@@ -1,7 +1,7 @@
 #Requires -Modules @{ ModuleName = 'Pester'; ModuleVersion = '5.0' }
-# Get-, Save- and Remove-SandboxImage against Debian's docker-registry on loopback, in a home of
-# their own so that the cache holds exactly what these tests put there. Only the ImageInUse case
-# boots a VM.
+# Get-, Save- and Remove-SandboxImage against Debian's docker-registry on loopback (open, and for
+# one case behind Basic auth), in a home of their own so that the cache holds exactly what these
+# tests put there. Only the ImageInUse case boots a VM.
 
 BeforeAll {
     . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
@@ -92,6 +92,41 @@ Describe 'Image cmdlets' -Tag Images {
         @(Get-SandboxImage).Count | Should -Be 1
     }
 
+    It 'refuses an image whose layer <Case> with <Id>, keeping nothing of it' -ForEach @(
+        @{ Case = 'climbs out of the root'; Id = 'LayerPathEscapes'; Target = '../evil'
+            Entries = @(@{ Name = 'fine' }, @{ Name = '../evil' }) }
+        @{ Case = 'is a valid gzip of no tar'; Id = 'LayerCorrupt'; Target = 'layer 1'; Entries = @() }
+        @{ Case = 'writes through a symlink'; Id = 'LayerPathThroughSymlink'; Target = 'lnk/passwd'
+            Entries = @(@{ Name = 'lnk'; Link = '/etc' }, @{ Name = 'lnk/passwd' }) }
+    ) {
+        $tar = Join-Path $TestDrive "$Id.tar"
+        if ($Entries) {
+            New-LayerTar -Path $tar -Entry $Entries
+        }
+        else {
+            [IO.File]::WriteAllBytes($tar, [byte[]](1..4096 | ForEach-Object { ($_ * 7) % 251 }))
+        }
+        $refused = Publish-TestImage -Reference "127.0.0.1:$script:Port/refused:$($Id.ToLowerInvariant())" `
+            -LayerPath $tar
+        $blobs = Get-BlobCount
+        $bases = @(Get-ChildItem "$script:Cache/images" -Name)
+
+        # Twice: a second pull must not find the first one's image cached.
+        foreach ($attempt in 1, 2) {
+            $r = Invoke-Captured { Save-SandboxImage -Name $refused.Reference }
+            Get-ErrorId $r.Errors[0] | Should -Be $Id
+            $r.Errors[0].TargetObject | Should -Be $Target
+            "$($r.Errors[0].CategoryInfo.Category)" | Should -Be 'InvalidArgument'
+        }
+
+        Get-SandboxImage -Name $refused.Reference -ErrorAction Ignore | Should -BeNullOrEmpty
+        @(Get-SandboxImage).Count | Should -Be 1
+        Get-BlobCount | Should -Be $blobs
+        Test-Blob $refused.Layer | Should -BeFalse
+        @(Get-ChildItem "$script:Cache/images" -Name) | Should -Be $bases
+        Get-ChildItem "$script:Cache/incoming" -File | Should -BeNullOrEmpty
+    }
+
     It 'keeps an image under -WhatIf' {
         Remove-SandboxImage -Name $script:Image -WhatIf
         Get-SandboxImage -Name $script:Image | Should -Not -BeNullOrEmpty
@@ -114,6 +149,46 @@ Describe 'Image cmdlets' -Tag Images {
         Get-SandboxImage | Should -BeNullOrEmpty
         Get-BlobCount | Should -Be $script:Baseline
         $twinBase | Should -Not -Exist
+    }
+
+    It 'pulls from a registry behind Basic auth with Docker config credentials, RegistryAuthFailed without' {
+        function Set-DockerLogin([string] $Folder, [string] $Password) {
+            $env:DOCKER_CONFIG = Join-Path $TestDrive $Folder
+            New-Item -ItemType Directory -Force $env:DOCKER_CONFIG | Out-Null
+            $auth = [Convert]::ToBase64String([Text.Encoding]::UTF8.GetBytes("tester:$Password"))
+            @{ auths = @{ "127.0.0.1:$($registry.Port)" = @{ auth = $auth } } } | ConvertTo-Json -Depth 4 |
+                Set-Content (Join-Path $env:DOCKER_CONFIG 'config.json')
+        }
+
+        $registry = Start-TestRegistry -User tester -Password 'pw-for-tests'
+        $outerConfig = $env:DOCKER_CONFIG
+        try {
+            $private = "127.0.0.1:$($registry.Port)/private/busybox:1"
+            # The push reads the same file, through the engine's client.
+            Set-DockerLogin -Folder good -Password 'pw-for-tests'
+            $pushed = Publish-TestImage -Reference $private -Marker private
+            $blobs = Get-BlobCount
+
+            $env:DOCKER_CONFIG = Join-Path $TestDrive 'no-config'
+            $r = Invoke-Captured { Save-SandboxImage -Name $private }
+            Get-ErrorId $r.Errors[0] | Should -Be 'RegistryAuthFailed'
+            $r.Errors[0].TargetObject | Should -Be $private
+            Set-DockerLogin -Folder wrong -Password 'not-the-password'
+            $r = Invoke-Captured { Save-SandboxImage -Name $private }
+            Get-ErrorId $r.Errors[0] | Should -Be 'RegistryAuthFailed'
+            "$($r.Errors[0].Exception.Message)" | Should -BeLike "*user 'tester'*"
+            Get-SandboxImage -Name $private -ErrorAction Ignore | Should -BeNullOrEmpty
+            Get-BlobCount | Should -Be $blobs
+
+            Set-DockerLogin -Folder good -Password 'pw-for-tests'
+            $saved = Save-SandboxImage -Name $private -PassThru -ErrorAction Stop
+            $saved.Digest | Should -Be $pushed.Manifest
+            Remove-SandboxImage -Name $private -Confirm:$false -ErrorAction Stop
+        }
+        finally {
+            $env:DOCKER_CONFIG = $outerConfig
+            Stop-TestRegistry $registry
+        }
     }
 
     It 'refuses to remove an image a sandbox uses with ImageInUse, unless -Force' -Tag VM {

@@ -10,6 +10,10 @@ BeforeAll {
     $script:Port = $script:Registry.Port
     $null = Publish-TestImage -Reference "127.0.0.1:$script:Port/busybox:test"
     $script:Image = "127.0.0.1:$script:Port/busybox:test"
+    # An image whose layer matches its digest but climbs out of the root.
+    $script:EscapeTar = Join-Path ([IO.Path]::GetTempPath()) "msb-escape-layer-$PID.tar"
+    New-LayerTar -Path $script:EscapeTar -Entry @{ Name = 'fine' }, @{ Name = '../evil' }
+    $null = Publish-TestImage -Reference "127.0.0.1:$script:Port/escape:1" -LayerPath $script:EscapeTar
     # A reused home may hold bases of earlier runs; only those built here count as extra.
     $script:EarlierBases = @(Get-ChildItem (Join-Path $env:MSB_HOME 'cache/images') -Filter '*.erofs' `
         -ErrorAction Ignore | ForEach-Object Name)
@@ -18,6 +22,7 @@ BeforeAll {
 AfterAll {
     Get-Sandbox -Name 'img-*' -ErrorAction Ignore | Remove-Sandbox -Force
     Stop-TestRegistry $script:Registry
+    Remove-Item $script:EscapeTar -ErrorAction Ignore
 }
 
 Describe 'Sandboxes from OCI images' -Tag VM {
@@ -41,6 +46,19 @@ Describe 'Sandboxes from OCI images' -Tag VM {
             Where-Object { $_.Name -notlike 'default-*' -and $_.Name -notin $script:EarlierBases } |
             Where-Object FullName -NE $base)
         $others | Should -BeNullOrEmpty
+    }
+
+    It 'keeps a file written in one sandbox of the image out of the other, and across Stop-/Start-Sandbox' {
+        # img-one and img-two, both running, share one base; each writes to its own upper disk.
+        Invoke-SandboxCommand -Name img-one -Command 'echo only-one > /etc/written-by-one; sync' -ErrorAction Stop
+        Invoke-SandboxCommand -Name img-two -Command 'test -e /etc/written-by-one && echo seen || echo unseen' |
+            Should -Be 'unseen'
+
+        Stop-Sandbox -Name img-one -ErrorAction Stop
+        Start-Sandbox -Name img-one -WarningAction SilentlyContinue -ErrorAction Stop
+        Invoke-SandboxCommand -Name img-one -Command 'cat /etc/written-by-one' | Should -Be 'only-one'
+        Invoke-SandboxCommand -Name img-two -Command 'test -e /etc/written-by-one && echo seen || echo unseen' |
+            Should -Be 'unseen'
     }
 
     It 'shows pull progress per layer while New-Sandbox pulls, every bar completed' {
@@ -93,6 +111,7 @@ Describe 'Sandboxes from OCI images' -Tag VM {
         @{ Case = 'an unreachable registry'; Image = { '127.0.0.1:9/busybox:test' }; Id = 'RegistryUnreachable' }
         @{ Case = 'a malformed reference'; Image = { 'Bad Name!!' }; Id = 'InvalidImageReference' }
         @{ Case = 'a root folder that does not exist'; Image = { '/no/such/root/folder' }; Id = 'ImagePathNotFound' }
+        @{ Case = 'a layer escaping the root'; Image = { "127.0.0.1:$script:Port/escape:1" }; Id = 'LayerPathEscapes' }
     ) {
         $name = "img-bad-$([guid]::NewGuid().ToString('N').Substring(0, 6))"
         $params = @{ Name = $name; Image = (& $Image) }
@@ -101,6 +120,7 @@ Describe 'Sandboxes from OCI images' -Tag VM {
         Get-ErrorId $r.Errors[0] | Should -Be $Id
         $r.Errors[0].TargetObject | Should -Not -BeNullOrEmpty
         Get-Sandbox | Where-Object Name -EQ $name | Should -BeNullOrEmpty
+        Get-SandboxImage -Name $params.Image -ErrorAction Ignore | Should -BeNullOrEmpty
         Get-ChildItem (Join-Path $env:MSB_HOME 'cache/incoming') -Filter '*.tmp*' -ErrorAction Ignore |
             Should -BeNullOrEmpty
     }

@@ -50,12 +50,24 @@ function Test-ProcessRunning {
 }
 
 function Start-TestRegistry {
-    <# Starts Debian's docker-registry, open, on a free loopback port; returns its process, folder and port. #>
+    <#
+    Starts Debian's docker-registry on a free loopback port, open, or with -User and -Password
+    wanting Basic auth (an htpasswd file in bcrypt, made by apache2-utils' htpasswd); returns its
+    process, folder and port.
+    #>
+    param([string] $User, [string] $Password)
     $listener = [System.Net.Sockets.TcpListener]::new([System.Net.IPAddress]::Loopback, 0)
     $listener.Start()
     try { $port = $listener.LocalEndpoint.Port } finally { $listener.Stop() }
     $dir = Join-Path ([IO.Path]::GetTempPath()) "msb-registry-$PID-$port"
     New-Item -ItemType Directory -Force "$dir/data" | Out-Null
+    $auth = ''
+    if ($User) {
+        $entry = & htpasswd -nbB $User $Password
+        if ($LASTEXITCODE -ne 0) { throw "htpasswd (apache2-utils) failed with exit code $LASTEXITCODE." }
+        Set-Content "$dir/htpasswd" $entry
+        $auth = "auth:`n  htpasswd:`n    realm: msb-test`n    path: $dir/htpasswd"
+    }
     Set-Content "$dir/config.yml" @"
 version: 0.1
 storage:
@@ -63,13 +75,16 @@ storage:
     rootdirectory: $dir/data
 http:
   addr: 127.0.0.1:$port
+$auth
 "@
     $process = Start-Process /usr/bin/docker-registry -ArgumentList 'serve', "$dir/config.yml" `
         -RedirectStandardError "$dir/registry.log" -RedirectStandardOutput "$dir/out.log" -PassThru
+    # Behind auth, /v2/ answers 401 once the registry is up.
+    $ready = if ($User) { 401 } else { 200 }
     $deadline = [DateTime]::UtcNow.AddSeconds(20)
     do {
         Start-Sleep -Milliseconds 100
-        $up = try { (Invoke-WebRequest "http://127.0.0.1:$port/v2/" -SkipHttpErrorCheck).StatusCode -eq 200 }
+        $up = try { (Invoke-WebRequest "http://127.0.0.1:$port/v2/" -SkipHttpErrorCheck).StatusCode -eq $ready }
         catch { $false }
     } until ($up -or [DateTime]::UtcNow -gt $deadline)
     if (-not $up) { throw "docker-registry did not start: $(Get-Content "$dir/registry.log" -Raw)" }
@@ -81,6 +96,28 @@ function Stop-TestRegistry {
     if (-not $Registry) { return }
     Stop-Process -Id $Registry.Process.Id -ErrorAction Ignore
     Remove-Item $Registry.Directory -Recurse -Force -ErrorAction Ignore
+}
+
+function New-LayerTar {
+    <#
+    Writes a PAX layer tar of the -Entry hashtables, in order: a regular file holding 'x', or with
+    Link a symlink to it. Names are written as given (GNU tar would strip '../' and '/').
+    #>
+    param([string] $Path, [hashtable[]] $Entry)
+    $file = [IO.File]::Create($Path)
+    $writer = [System.Formats.Tar.TarWriter]::new($file, [System.Formats.Tar.TarEntryFormat]::Pax, $false)
+    try {
+        foreach ($item in $Entry) {
+            $type = if ($item.Link) { 'SymbolicLink' } else { 'RegularFile' }
+            $tarEntry = [System.Formats.Tar.PaxTarEntry]::new($type, $item.Name)
+            if ($item.Link) { $tarEntry.LinkName = $item.Link }
+            else { $tarEntry.DataStream = [IO.MemoryStream]::new([byte[]](0x78)) }
+            $writer.WriteEntry($tarEntry)
+        }
+    }
+    finally {
+        $writer.Dispose()
+    }
 }
 
 function Publish-TestImage {

@@ -74,14 +74,15 @@ internal sealed class TempHome : IDisposable
         string name,
         IReadOnlyDictionary<string, string>? labels = null,
         SandboxState state = SandboxState.Created,
-        int? runtimePid = null)
+        int? runtimePid = null,
+        string image = SandboxOptions.DefaultImage)
     {
         string id = Guid.NewGuid().ToString("N")[..16];
         return new SandboxRecord
         {
             Id = id,
             Name = name,
-            Image = SandboxOptions.DefaultImage,
+            Image = image,
             Cpus = 1,
             MemoryMB = 512,
             Shell = "/bin/sh",

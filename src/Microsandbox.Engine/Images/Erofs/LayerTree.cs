@@ -1,5 +1,6 @@
 using System.Formats.Tar;
 using System.Text;
+using ZstdSharp;
 
 namespace Microsandbox.Engine.Images.Erofs;
 
@@ -9,9 +10,10 @@ namespace Microsandbox.Engine.Images.Erofs;
 /// bytes wait in a <see cref="ContentSpool"/> until <see cref="ErofsImageBuilder"/> writes them.
 /// </summary>
 /// <remarks>
-/// <para>Paths: a leading <c>/</c> is dropped (an absolute entry name means the same place under
-/// the root), empty and <c>.</c> components are ignored, and <c>..</c> is resolved by name; an
-/// entry or hard-link target that climbs above the root fails with <c>LayerPathEscapes</c>.
+/// <para>Paths: entry names and hard-link targets are relative to the root; an absolute one (a
+/// leading <c>/</c>) is no layer a tool writes and fails with <c>LayerPathEscapes</c>, as does one
+/// that climbs above the root. Empty and <c>.</c> components are ignored and <c>..</c> is resolved
+/// by name. Symlink targets may be absolute: they are stored as text and mean the guest's root.
 /// Symlinks are stored, never followed: an entry whose parent path passes through a symlink
 /// fails with <c>LayerPathThroughSymlink</c> (containerd would resolve the link inside the root
 /// instead).</para>
@@ -103,14 +105,23 @@ internal sealed class LayerTree : IDisposable
         new(errorId, SandboxErrorKind.InvalidArgument, message, name);
 
     /// <summary>
-    /// Splits an entry name into clean components (see the remarks for the rules); the empty
-    /// array is the root.
+    /// Splits an entry name, or with <paramref name="linkTarget"/> a hard link's target, into clean
+    /// components (see the remarks for the rules); the empty array is the root.
     /// </summary>
-    private static string[] SplitPath(string path, string entryName)
+    private static string[] SplitPath(string path, string entryName, bool linkTarget = false)
     {
         if (path.Contains('\0', StringComparison.Ordinal))
         {
             throw Corrupt(entryName, $"The layer entry '{entryName}' has a NUL in its path.");
+        }
+
+        if (path.StartsWith('/'))
+        {
+            throw Invalid("LayerPathEscapes", entryName, linkTarget
+                ? $"The hard link '{entryName}' points at the absolute path '{path}'; link targets in "
+                    + "a layer are relative to the image root."
+                : $"The layer entry '{entryName}' is an absolute path; entry names in a layer are "
+                    + "relative to the image root.");
         }
 
         var parts = new List<string>();
@@ -180,9 +191,10 @@ internal sealed class LayerTree : IDisposable
         }
     }
 
+    // What a bad tar (TarReader) or bad compressed bytes (GZipStream, ZstdSharp) throw while read.
     private static bool IsFormatError(Exception exception) =>
         exception is InvalidDataException or EndOfStreamException or FormatException or OverflowException
-            or ArgumentException;
+            or ArgumentException or ZstdException;
 
     private async Task<Change?> ReadEntryAsync(
         TarEntry entry, Dictionary<string, byte[]> xattrs, CancellationToken cancellationToken)
@@ -225,7 +237,8 @@ internal sealed class LayerTree : IDisposable
                 inode = Inode.NewSymbolicLink(entry.LinkName);
                 break;
             case TarEntryType.HardLink:
-                return new Change(ChangeAction.HardLink, name, path, null, SplitPath(entry.LinkName, name));
+                return new Change(ChangeAction.HardLink, name, path, null,
+                    SplitPath(entry.LinkName, name, linkTarget: true));
             case TarEntryType.CharacterDevice or TarEntryType.BlockDevice:
                 var device = (PosixTarEntry)entry;
                 if (device.DeviceMajor < 0 || device.DeviceMinor < 0)

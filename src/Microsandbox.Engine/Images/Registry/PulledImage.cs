@@ -71,6 +71,23 @@ public sealed record PulledImage
     public long Size => Manifest.Layers.Sum(layer => layer.Size);
 
     /// <summary>
+    /// Records in the cache that <see cref="Reference"/> names this image, pulled now, replacing an
+    /// earlier record; the image's blobs must all be cached.
+    /// </summary>
+    public Task RecordAsync(LayerCache cache, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        return cache.SetReferenceAsync(new CachedReference
+        {
+            Reference = Reference.ToString(),
+            ManifestDigest = ManifestDigest,
+            IndexDigest = IndexDigest,
+            Platform = Platform.ToString(),
+            PulledAt = DateTimeOffset.UtcNow,
+        }, cancellationToken);
+    }
+
+    /// <summary>
     /// The image a reference was last pulled as, read from the cache alone; null when the reference
     /// was never pulled into it or a blob it needs has since gone.
     /// </summary>

@@ -172,9 +172,10 @@ public sealed class RegistryClient : IDisposable
     /// Downloads a blob into the cache, verified while it streams. A partial download left by an
     /// interruption is continued with a Range request (started over when the server ignores it);
     /// the download itself is resumed up to <see cref="RegistryClientOptions.DownloadAttempts"/> times.
-    /// When another process is downloading the same blob this waits for it instead.
+    /// When another process is downloading the same blob this waits for it instead. Returns whether
+    /// this call published the blob, false when it was cached already (or another process put it).
     /// </summary>
-    public async Task DownloadBlobAsync(
+    public async Task<bool> DownloadBlobAsync(
         ImageReference image,
         OciDescriptor blob,
         LayerCache cache,
@@ -191,7 +192,7 @@ public sealed class RegistryClient : IDisposable
         if (download is null)
         {
             progress?.Report(new LayerProgress(blob.Digest, blob.Size, blob.Size));
-            return;
+            return false;
         }
 
         await using (download.ConfigureAwait(false))
@@ -226,21 +227,41 @@ public sealed class RegistryClient : IDisposable
             }
 
             await download.CommitAsync(cancellationToken).ConfigureAwait(false);
+            return true;
         }
     }
 
     /// <summary>
-    /// Pulls an image into the cache: resolves the platform's manifest, fetches the config, downloads
-    /// the layers (<see cref="RegistryClientOptions.MaxParallelDownloads"/> at a time), then stores the
-    /// config, manifest and index and records the reference. A failure records nothing: only layers
-    /// that were complete and verified stay cached, for the next attempt. Progress is reported from
-    /// the download tasks, several at once.
+    /// Pulls an image into the cache: <see cref="FetchAsync"/>, then records the reference. A failure
+    /// records nothing: only layers that were complete and verified stay cached, for the next attempt.
     /// </summary>
     public async Task<PulledImage> PullAsync(
         ImageReference reference,
         LayerCache cache,
         ImagePlatform? platform,
         IProgress<LayerProgress>? progress,
+        CancellationToken cancellationToken)
+    {
+        PulledImage image = await FetchAsync(reference, cache, platform, progress, null, cancellationToken)
+            .ConfigureAwait(false);
+        await image.RecordAsync(cache, cancellationToken).ConfigureAwait(false);
+        return image;
+    }
+
+    /// <summary>
+    /// Fetches an image into the cache without recording its reference: resolves the platform's
+    /// manifest, fetches the config, downloads the layers
+    /// (<see cref="RegistryClientOptions.MaxParallelDownloads"/> at a time), then stores the config,
+    /// manifest and index. Each digest this call publishes is added to <paramref name="published"/>,
+    /// so that a caller who then refuses the image (its layers do not unpack) can take back what
+    /// the pull added. Progress is reported from the download tasks, several at once.
+    /// </summary>
+    public async Task<PulledImage> FetchAsync(
+        ImageReference reference,
+        LayerCache cache,
+        ImagePlatform? platform,
+        IProgress<LayerProgress>? progress,
+        ICollection<string>? published,
         CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(reference);
@@ -258,31 +279,50 @@ public sealed class RegistryClient : IDisposable
         ImageConfig config = ImageConfig.Parse(configJson, target);
         platform.EnsureRuns(config, target);
 
+        void Published(string digest)
+        {
+            if (published is not null)
+            {
+                lock (published)
+                {
+                    published.Add(digest);
+                }
+            }
+        }
+
         var parallel = new ParallelOptions
         {
             MaxDegreeOfParallelism = Options.MaxParallelDownloads,
             CancellationToken = cancellationToken,
         };
         await Parallel.ForEachAsync(manifest.Layers.DistinctBy(layer => layer.Digest), parallel,
-            async (layer, token) => await DownloadBlobAsync(reference, layer, cache, progress, token)
-                .ConfigureAwait(false)).ConfigureAwait(false);
+            async (layer, token) =>
+            {
+                if (await DownloadBlobAsync(reference, layer, cache, progress, token).ConfigureAwait(false))
+                {
+                    Published(layer.Digest);
+                }
+            }).ConfigureAwait(false);
 
-        await cache.PutAsync(manifest.Config.Digest, configJson, cancellationToken).ConfigureAwait(false);
         ManifestDocument document = resolved.ManifestDocument;
-        await cache.PutAsync(document.Digest, document.Content, cancellationToken).ConfigureAwait(false);
+        var documents = new List<(string Digest, ReadOnlyMemory<byte> Content)>
+        {
+            (manifest.Config.Digest, configJson),
+            (document.Digest, document.Content),
+        };
         if (resolved.Index is { } index)
         {
-            await cache.PutAsync(index.Digest, index.Content, cancellationToken).ConfigureAwait(false);
+            documents.Add((index.Digest, index.Content));
         }
 
-        await cache.SetReferenceAsync(new CachedReference
+        foreach ((string digest, ReadOnlyMemory<byte> content) in documents)
         {
-            Reference = target,
-            ManifestDigest = document.Digest,
-            IndexDigest = resolved.Index?.Digest,
-            Platform = platform.ToString(),
-            PulledAt = DateTimeOffset.UtcNow,
-        }, cancellationToken).ConfigureAwait(false);
+            if (!cache.Contains(digest))
+            {
+                await cache.PutAsync(digest, content, cancellationToken).ConfigureAwait(false);
+                Published(digest);
+            }
+        }
 
         return new PulledImage
         {

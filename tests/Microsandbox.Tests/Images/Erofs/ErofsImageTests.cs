@@ -49,7 +49,7 @@ public sealed class ErofsImageTests : IDisposable
             .File("srv/labelled", "x"u8.ToArray(), xattrs: Xattrs(("user.a", "1"), ("user.b", "two")))
             .HardLink("srv/labelled-again", "srv/labelled")
             .HardLink("bin/su-too", "bin/su")
-            .HardLink("bin/su-three", "/bin/su")
+            .HardLink("bin/su-three", "./bin/su")
             .Symlink("srv/relative", "tail")
             .Symlink("srv/absolute", "/srv/tail")
             .Symlink("srv/dangling", "../nowhere/at/all")

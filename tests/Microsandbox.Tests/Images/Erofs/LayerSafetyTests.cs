@@ -1,6 +1,9 @@
 using System.Formats.Tar;
 using Microsandbox.Engine;
 using Microsandbox.Engine.Images.Erofs;
+using Microsandbox.Engine.Images.Registry;
+using Microsandbox.Tests.Images.Registry;
+using BlobTar = Microsandbox.Engine.Images.Cache.LayerTar;
 
 namespace Microsandbox.Tests.Images.Erofs;
 
@@ -143,6 +146,23 @@ public sealed class LayerSafetyTests : IDisposable
         new Random(7).NextBytes(garbage);
 
         await AssertRefusedAsync("LayerCorrupt", "layer 2", new LayerTar().File("a", "x").ToArray(), garbage);
+    }
+
+    [Fact]
+    public async Task A_zstd_layer_with_broken_frames_is_corrupt()
+    {
+        byte[] zstd = TestImage.CorruptZstd(new LayerTar().File("a", new string('x', 5000)).ToArray());
+        string folder = _workspace.PathOf("zstd");
+        Directory.CreateDirectory(folder);
+        string image = Path.Join(folder, "image.erofs");
+        Stream tar = BlobTar.Open(new MemoryStream(zstd), ImageMediaTypes.OciLayerZstd);
+
+        var error = await Assert.ThrowsAsync<SandboxException>(() =>
+            new ErofsImageBuilder().WriteFromLayersAsync([tar], image, null, CancellationToken.None));
+
+        Assert.Equal("LayerCorrupt", error.ErrorId);
+        Assert.Equal("layer 1", error.Target);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(folder));
     }
 
     [Fact]

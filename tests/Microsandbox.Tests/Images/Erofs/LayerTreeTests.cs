@@ -1,4 +1,5 @@
 using System.Formats.Tar;
+using Microsandbox.Engine;
 using Microsandbox.Engine.Images.Erofs;
 
 namespace Microsandbox.Tests.Images.Erofs;
@@ -85,19 +86,39 @@ public sealed class LayerTreeTests : IDisposable
     }
 
     [Fact]
-    public async Task Absolute_and_dotted_names_land_under_the_root()
+    public async Task Dotted_names_land_under_the_root_and_symlinks_may_point_at_absolute_paths()
     {
         using var tree = new LayerTree(_workspace.Root);
         var layer = new LayerTar(TarEntryFormat.Pax)
-            .File("/abs/file", "absolute")
             .File("./dot/./file", "dotted")
-            .File("x/../resolved", "dot-dot inside the root");
+            .File("x/../resolved", "dot-dot inside the root")
+            .Symlink("./lnk", "/etc/passwd");
 
         await tree.ApplyLayerAsync(layer.ToStream(), null, default);
 
-        Assert.True(tree.Root.Entries!["abs"].Entries!.ContainsKey("file"));
-        Assert.True(tree.Root.Entries["dot"].Entries!.ContainsKey("file"));
+        Assert.True(tree.Root.Entries!["dot"].Entries!.ContainsKey("file"));
         Assert.True(tree.Root.Entries.ContainsKey("resolved"));
+        Assert.Equal("/etc/passwd", tree.Root.Entries["lnk"].LinkTarget);
+    }
+
+    [Theory]
+    [InlineData("/etc/x", null)]
+    [InlineData("//etc/x", null)]
+    [InlineData("/", null)]
+    [InlineData("h", "/etc/x")]
+    public async Task Absolute_names_and_hard_link_targets_are_refused_as_escaping_the_root(
+        string name, string? hardLinkTarget)
+    {
+        using var tree = new LayerTree(_workspace.Root);
+        var layer = new LayerTar(TarEntryFormat.Pax).Directory("etc/").File("etc/x", "inside");
+        layer = hardLinkTarget is null ? layer.File(name, "absolute") : layer.HardLink(name, hardLinkTarget);
+
+        var error = await Assert.ThrowsAsync<SandboxException>(
+            () => tree.ApplyLayerAsync(layer.ToStream(), null, default));
+
+        Assert.Equal("LayerPathEscapes", error.ErrorId);
+        Assert.Equal(name, error.Target);
+        Assert.Contains("absolute path", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

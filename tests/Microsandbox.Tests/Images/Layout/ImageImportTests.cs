@@ -319,12 +319,17 @@ public sealed class ImageImportTests : IDisposable
         AssertCacheEmpty();
     }
 
-    [Fact]
-    public async Task A_layer_that_matches_its_digest_but_does_not_unpack_leaves_nothing_behind()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_layer_that_matches_its_digest_but_does_not_unpack_leaves_nothing_behind(bool zstd)
     {
         TestImage good = TestImage.Create(layers: 1);
-        byte[] notGzip = TestImage.Gzip(Encoding.UTF8.GetBytes("not a tar at all"));
-        var layer = new TestLayer(notGzip[..^4], [], ImageMediaTypes.OciLayerGzip);
+        // A gzip cut short around text that is no tar, or zstd frames that do not decompress.
+        byte[] blob = zstd
+            ? TestImage.CorruptZstd(good.Layers[0].Tar)
+            : TestImage.Gzip(Encoding.UTF8.GetBytes("not a tar at all"))[..^4];
+        var layer = new TestLayer(blob, [], zstd ? ImageMediaTypes.OciLayerZstd : ImageMediaTypes.OciLayerGzip);
         var manifest = good.Manifest with { Layers = [layer.Descriptor] };
         byte[] manifestJson = manifest.ToJson();
         string layout = WriteLayout("corrupt", null, [],

@@ -9,9 +9,10 @@ using Microsandbox.Engine.Images.Registry;
 namespace Microsandbox.Tests.Images.Registry;
 
 /// <summary>
-/// Download behaviour the real registry cannot be made to show: a server that ignores Range, and
-/// connections that break off mid-blob. A small loopback HTTP server plays the registry's blob
-/// endpoint, and misbehaves as each test asks.
+/// Download behaviour the real registry cannot be made to show: a server that ignores Range,
+/// connections that break off mid-blob, and how many blobs are fetched at once. A small loopback
+/// HTTP server plays the registry's blob endpoint (and, for a whole pull, its manifest endpoint),
+/// and misbehaves as each test asks.
 /// </summary>
 public sealed class BlobResumeTests : IDisposable
 {
@@ -104,6 +105,22 @@ public sealed class BlobResumeTests : IDisposable
     }
 
     [Fact]
+    public async Task The_layers_of_an_image_download_several_at_once()
+    {
+        TestImage image = TestImage.Create(layers: 3, bytesPerLayer: 256 << 10);
+        _server.Serve(image);
+        _server.Mode = ServerMode.Slow;
+        LayerCache cache = _temp.NewCache();
+        using var client = ClientFactory.Anonymous();
+
+        await client.PullAsync(Image, cache, null, null, Timing.Limit());
+
+        Assert.InRange(_server.MostAtOnce, 2, new RegistryClientOptions().MaxParallelDownloads);
+        Assert.All(image.Layers,
+            layer => Assert.Equal(layer.Blob, File.ReadAllBytes(cache.BlobPath(layer.Digest))));
+    }
+
+    [Fact]
     public async Task Cancellation_stops_the_download_and_keeps_the_partial()
     {
         _server.Mode = ServerMode.Stall;
@@ -136,15 +153,25 @@ public sealed class BlobResumeTests : IDisposable
         BreakFirst,
         BreakAlways,
         Stall,
+
+        /// <summary>Sends every answer in small pieces with pauses, so downloads overlap.</summary>
+        Slow,
     }
 
-    /// <summary>Serves one blob at any path, honouring Range unless told not to.</summary>
+    /// <summary>
+    /// Serves one blob at any path, honouring Range unless told not to, or the documents of an
+    /// image at their own paths; counts how many requests it answers at once.
+    /// </summary>
     private sealed class BlobServer : IDisposable
     {
         private readonly HttpListener _listener = new();
         private readonly byte[] _blob;
         private readonly Task _serving;
+        private readonly ConcurrentDictionary<string, (byte[] Content, string? MediaType)> _paths =
+            new(StringComparer.Ordinal);
+        private readonly object _counting = new();
         private int _requests;
+        private int _answering;
 
         public BlobServer(byte[] blob)
         {
@@ -164,6 +191,20 @@ public sealed class BlobResumeTests : IDisposable
 
         public TaskCompletionSource Stalled { get; } =
             new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>The most requests that were being answered at the same time.</summary>
+        public int MostAtOnce { get; private set; }
+
+        /// <summary>Serves an image's manifest under any tag, and its config and layers.</summary>
+        public void Serve(TestImage image)
+        {
+            _paths["manifests"] = (image.ManifestJson, image.ManifestMediaType);
+            _paths[image.ConfigDigest] = (image.Config, null);
+            foreach (TestLayer layer in image.Layers)
+            {
+                _paths[layer.Digest] = (layer.Blob, null);
+            }
+        }
 
         public void Dispose()
         {
@@ -200,9 +241,41 @@ public sealed class BlobResumeTests : IDisposable
 
         private async Task AnswerAsync(HttpListenerContext context)
         {
+            lock (_counting)
+            {
+                MostAtOnce = Math.Max(MostAtOnce, ++_answering);
+            }
+
+            try
+            {
+                await AnswerOneAsync(context);
+            }
+            finally
+            {
+                lock (_counting)
+                {
+                    _answering--;
+                }
+            }
+        }
+
+        private async Task AnswerOneAsync(HttpListenerContext context)
+        {
             HttpListenerResponse response = context.Response;
             try
             {
+                string[] segments = context.Request.Url!.AbsolutePath.Split('/');
+                string key = segments.Length >= 2 && segments[^2] == "manifests"
+                    ? "manifests"
+                    : segments[^1];
+                (byte[] content, string? mediaType) = _paths.TryGetValue(key, out var document)
+                    ? document
+                    : (_blob, null);
+                if (mediaType is not null)
+                {
+                    response.ContentType = mediaType;
+                }
+
                 string range = context.Request.Headers["Range"] ?? "";
                 Ranges.Enqueue(range);
                 int number = Interlocked.Increment(ref _requests);
@@ -213,16 +286,17 @@ public sealed class BlobResumeTests : IDisposable
                 if (from > 0)
                 {
                     response.StatusCode = 206;
-                    response.Headers["Content-Range"] = $"bytes {from}-{_blob.Length - 1}/{_blob.Length}";
+                    response.Headers["Content-Range"] =
+                        $"bytes {from}-{content.Length - 1}/{content.Length}";
                 }
 
-                response.ContentLength64 = _blob.Length - from;
+                response.ContentLength64 = content.Length - from;
                 bool breakOff = Mode == ServerMode.BreakAlways
                     || (Mode == ServerMode.BreakFirst && number == 1);
                 if (breakOff || Mode == ServerMode.Stall)
                 {
-                    int part = (int)Math.Min(64 << 10, _blob.Length - from);
-                    await response.OutputStream.WriteAsync(_blob.AsMemory((int)from, part));
+                    int part = (int)Math.Min(64 << 10, content.Length - from);
+                    await response.OutputStream.WriteAsync(content.AsMemory((int)from, part));
                     await response.OutputStream.FlushAsync();
                     if (Mode == ServerMode.Stall)
                     {
@@ -234,7 +308,21 @@ public sealed class BlobResumeTests : IDisposable
                     return;
                 }
 
-                await response.OutputStream.WriteAsync(_blob.AsMemory((int)from));
+                if (Mode == ServerMode.Slow)
+                {
+                    const int Piece = 32 << 10;
+                    for (int at = (int)from; at < content.Length; at += Piece)
+                    {
+                        int length = Math.Min(Piece, content.Length - at);
+                        await response.OutputStream.WriteAsync(content.AsMemory(at, length));
+                        await Task.Delay(20);
+                    }
+                }
+                else
+                {
+                    await response.OutputStream.WriteAsync(content.AsMemory((int)from));
+                }
+
                 response.Close();
             }
             catch (Exception e) when (e is HttpListenerException or IOException or ObjectDisposedException)

@@ -103,6 +103,13 @@ internal sealed class TestImage
         return new TestImage(architecture, built, Encoding.UTF8.GetBytes(config.ToJsonString()), docker);
     }
 
+    /// <summary>
+    /// This image with other layers and the same config, whose diff_ids then disagree with them:
+    /// nothing checks those, so this is how a test makes an image of hand-made layers.
+    /// </summary>
+    public TestImage WithLayers(params TestLayer[] layers) =>
+        new(Architecture, layers, Config, ManifestMediaType == ImageMediaTypes.DockerManifest);
+
     /// <summary>Pushes layers, config and manifest, tagged as <paramref name="reference"/> says.</summary>
     public async Task PushAsync(RegistryClient client, ImageReference reference)
     {
@@ -185,5 +192,17 @@ internal sealed class TestImage
         }
 
         return output.ToArray();
+    }
+
+    /// <summary>
+    /// A zstd frame of <paramref name="content"/> whose blocks are overwritten with 0xFF, so the
+    /// magic and frame header stay valid and the first block header reads as the reserved type.
+    /// </summary>
+    public static byte[] CorruptZstd(byte[] content)
+    {
+        byte[] zstd = Zstd(content);
+        // Magic (4), frame header descriptor and window descriptor: a streamed frame has no size field.
+        zstd.AsSpan(6).Fill(0xff);
+        return zstd;
     }
 }
