@@ -12,6 +12,18 @@ BeforeAll {
     function Get-Sha256([byte[]] $Bytes) {
         [Convert]::ToHexString([Security.Cryptography.SHA256]::HashData($Bytes)).ToLowerInvariant()
     }
+
+    function Get-GuestCount([string] $Pattern) {
+        <# How many guest processes' command lines match ^Pattern, once the count is 0 or 15 s passed. #>
+        # A kill reaches the guest a moment after the host side has returned.
+        $deadline = [DateTime]::UtcNow.AddSeconds(15)
+        do {
+            $count = Invoke-SandboxCommand -Name streams "ps -o args | grep -c '^$Pattern' || true"
+            if ($count -eq '0') { break }
+            Start-Sleep -Milliseconds 300
+        } while ([DateTime]::UtcNow -lt $deadline)
+        return $count
+    }
 }
 
 AfterAll {
@@ -106,6 +118,12 @@ Describe 'Time limits' -Tag VM {
         $LASTEXITCODE | Should -Be 137
         # The background sleep went with its parent.
         Invoke-SandboxCommand -Name streams 'ps -o args | grep -c "^sleep 300" || true' | Should -Be '0'
+    }
+
+    It 'kills a double-forked process too, which PID 1 adopted and no walk of parents finds' {
+        $r = Invoke-Captured { Invoke-SandboxCommand -Name streams '(sleep 305 &); sleep 300' -Timeout 2 }
+        Get-ErrorId $r.Errors[0] | Should -Be 'SandboxCommandTimedOut'
+        Get-GuestCount 'sleep 30[05]' | Should -Be '0'
     }
 }
 
@@ -220,13 +238,24 @@ Describe 'Jobs and signals' -Tag VM {
         $job | Remove-Job
     }
 
-    It 'stops the job and its process tree with Stop-Job' {
-        $job = Invoke-SandboxCommand -Name streams 'echo ready; sleep 301 & sleep 302' -AsJob
+    It 'stops the job and its process tree with Stop-Job, a double-forked process too' {
+        $job = Invoke-SandboxCommand -Name streams 'echo ready; sleep 301 & (sleep 308 &); sleep 302' -AsJob
         Wait-JobOutput $job 'ready'
         $job | Stop-Job
         $null = $job | Wait-Job -Timeout 60
         $job.State | Should -Be 'Stopped'
-        Invoke-SandboxCommand -Name streams 'ps -o args | grep -c "^sleep 30[12]" || true' | Should -Be '0'
+        Get-GuestCount 'sleep 30[128]' | Should -Be '0'
+        $job | Remove-Job
+    }
+
+    It 'signals the whole tree with Send-SandboxSignal -ProcessTree, a double-forked process too' {
+        $job = Invoke-SandboxCommand -Name streams 'echo ready; (sleep 306 &); sleep 307' -AsJob
+        Wait-JobOutput $job 'ready'
+        Send-SandboxSignal -Name streams -ProcessId $job.ProcessId -Signal TERM -ProcessTree
+        $null = $job | Wait-Job -Timeout 60
+        $job.State | Should -Be 'Failed'
+        $job.ExitCode | Should -Be 143
+        Get-GuestCount 'sleep 30[67]' | Should -Be '0'
         $job | Remove-Job
     }
 
