@@ -127,6 +127,38 @@ Describe 'Time limits' -Tag VM {
     }
 }
 
+Describe 'Ctrl+C' -Tag VM {
+    It 'stops the command in the guest when the pipeline is stopped<Case>' -ForEach @(
+        @{ Case = ''; Script = "Invoke-SandboxCommand -Name streams 'echo ready; sleep 303'"; Pattern = 'sleep 303' }
+        @{
+            Case    = ', while stdin is still being fed'
+            Script  = "1..1e6 | Invoke-SandboxCommand -Name streams 'echo ready; sleep 304; cat'"
+            Pattern = 'sleep 304'
+        }
+    ) {
+        # A runspace of its own, stopped from here as Ctrl+C stops a pipeline.
+        $ps = [powershell]::Create()
+        $null = $ps.AddScript("Import-Module '$($env:MSB_TEST_MODULE_PATH)'; $Script")
+        $output = [Management.Automation.PSDataCollection[psobject]]::new()
+        $handle = $ps.BeginInvoke([Management.Automation.PSDataCollection[psobject]]::new(), $output)
+        $deadline = [DateTime]::UtcNow.AddSeconds(60)
+        # Indexed, not enumerated: enumerating an open PSDataCollection waits for it to close.
+        while ("$(if ($output.Count) { $output[0] })" -ne 'ready' -and -not $handle.IsCompleted -and
+            [DateTime]::UtcNow -lt $deadline) {
+            Start-Sleep -Milliseconds 100
+        }
+        "$($output[0])" | Should -Be 'ready'
+
+        $ps.Stop()
+
+        $ps.InvocationStateInfo.State | Should -Be 'Stopped'
+        $ps.InvocationStateInfo.Reason | Should -BeOfType [Management.Automation.PipelineStoppedException]
+        $ps.Streams.Error.ReadAll() | Should -BeNullOrEmpty
+        $ps.Dispose()
+        Get-GuestCount $Pattern | Should -Be '0'
+    }
+}
+
 Describe 'Commands at once' -Tag VM {
     It 'runs several commands in one sandbox at the same time, from threads and from other processes' {
         Invoke-SandboxCommand -Name streams 'rm -f /tmp/barrier'
