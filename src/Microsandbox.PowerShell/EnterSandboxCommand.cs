@@ -67,6 +67,7 @@ public sealed class EnterSandboxCommand : SandboxCmdlet
         }
         catch (SandboxException ex)
         {
+            SessionState.PSVariable.Set("global:LASTEXITCODE", CommandRun.ExitCodeOf(ex));
             WriteSandboxError(ex);
             return;
         }
@@ -122,6 +123,7 @@ public sealed class EnterSandboxCommand : SandboxCmdlet
 
         if (failure is not null)
         {
+            SessionState.PSVariable.Set("global:LASTEXITCODE", CommandRun.ExitCodeOf(failure));
             WriteSandboxError(failure);
             return;
         }

@@ -311,6 +311,8 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
         }
         catch (SandboxException ex)
         {
+            // Set first: with -ErrorAction Stop the error ends the cmdlet.
+            SessionState.PSVariable.Set("global:LASTEXITCODE", CommandRun.ExitCodeOf(ex));
             WriteSandboxError(ex);
             return;
         }

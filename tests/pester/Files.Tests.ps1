@@ -329,4 +329,11 @@ Describe 'A stopped sandbox' -Tag VM {
         $r.Errors[0].CategoryInfo.Category | Should -Be 'InvalidOperation'
         $r.Errors[0].TargetObject | Should -Be 'files-b'
     }
+
+    It 'sets $LASTEXITCODE to -1 for a command it cannot run' {
+        Invoke-Guest 'true'
+        $r = Invoke-Captured { Invoke-SandboxCommand -Name files-b 'true' }
+        Get-ErrorId $r.Errors[0] | Should -Be 'SandboxNotRunning'
+        $LASTEXITCODE | Should -Be -1
+    }
 }

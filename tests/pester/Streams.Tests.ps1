@@ -159,6 +159,31 @@ Describe 'Ctrl+C' -Tag VM {
     }
 }
 
+Describe 'Exit codes of commands that never ran' -Tag VM {
+    BeforeAll {
+        Invoke-SandboxCommand -Name streams 'printf "#!/bin/sh\necho x\n" > /tmp/rootonly; chmod 700 /tmp/rootonly'
+    }
+
+    It 'sets $LASTEXITCODE to <Code> on <Id>, as a shell does' -ForEach @(
+        @{ Id = 'CommandNotFound'; Code = 127; Block = { Invoke-SandboxCommand -Name streams -FilePath /no/such } }
+        @{
+            Id    = 'PermissionDenied'; Code = 126
+            Block = { Invoke-SandboxCommand -Name streams -FilePath /tmp/rootonly -User nobody }
+        }
+        @{
+            Id    = 'WorkingDirectoryNotFound'; Code = -1
+            Block = { Invoke-SandboxCommand -Name streams 'pwd' -WorkingDirectory /no/such }
+        }
+    ) {
+        Invoke-SandboxCommand -Name streams 'true'
+        $LASTEXITCODE | Should -Be 0
+        $r = Invoke-Captured $Block
+        $r.Output | Should -BeNullOrEmpty
+        Get-ErrorId $r.Errors[0] | Should -Be $Id
+        $LASTEXITCODE | Should -Be $Code
+    }
+}
+
 Describe 'Commands at once' -Tag VM {
     It 'runs several commands in one sandbox at the same time, from threads and from other processes' {
         Invoke-SandboxCommand -Name streams 'rm -f /tmp/barrier'
