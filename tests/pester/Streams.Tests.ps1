@@ -46,6 +46,11 @@ Describe 'Standard input' -Tag VM {
         Invoke-SandboxCommand -Name streams 'cat' -InputObject 'given' | Should -Be 'given'
     }
 
+    It 'takes a byte array with -InputObject, as it is' {
+        Invoke-SandboxCommand -Name streams 'od -An -tu1' -InputObject ([byte[]](1, 2, 0, 255)) |
+            ForEach-Object Trim | Should -Be '1   2   0 255'
+    }
+
     It 'sends a host file with -InputFile, byte for byte' {
         $bytes = [byte[]]::new(3MB)
         [Random]::new(7).NextBytes($bytes)
@@ -83,6 +88,21 @@ Describe 'Output' -Tag VM {
         $r.Errors | Should -BeNullOrEmpty
         $r.Output | Should -Contain 'out'
         $r.Output | Should -Contain 'err'
+    }
+
+    It 'keeps the order of stdout and stderr lines with -MergeError' {
+        Invoke-SandboxCommand -Name streams 'echo 1; sleep 0.2; echo 2 >&2; sleep 0.2; echo 3' -MergeError |
+            Should -Be @('1', '2', '3')
+    }
+
+    It 'keeps the order of output and error records in a 2>&1 capture' {
+        $ErrorActionPreference = 'Continue'
+        $all = @(Invoke-SandboxCommand -Name streams 'echo 1; sleep 0.2; echo 2 >&2; sleep 0.2; echo 3' 2>&1)
+        $all | ForEach-Object { "$_" } | Should -Be @('1', '2', '3')
+        $all[0] | Should -BeOfType [string]
+        $all[1] | Should -BeOfType [Management.Automation.ErrorRecord]
+        Get-ErrorId $all[1] | Should -Be 'SandboxCommandStderr'
+        $all[2] | Should -BeOfType [string]
     }
 
     It 'keeps binary output intact with -AsByteStream' {
@@ -313,6 +333,25 @@ Describe 'Jobs and signals' -Tag VM {
         $job.State | Should -Be 'Failed'
         $job.ExitCode | Should -Be 143
         Get-GuestCount 'sleep 30[67]' | Should -Be '0'
+        $job | Remove-Job
+    }
+
+    It 'kills a job''s command after -Timeout, with SandboxCommandTimedOut' {
+        $job = Invoke-SandboxCommand -Name streams 'sleep 309' -Timeout 2 -AsJob
+        $null = $job | Wait-Job -Timeout 60
+        $job.State | Should -Be 'Failed'
+        $job.ExitCode | Should -Be 137
+        Get-ErrorId @($job.Error)[0] | Should -Be 'SandboxCommandTimedOut'
+        $job | Remove-Job
+    }
+
+    It 'feeds a job''s command from -InputFile' {
+        $file = Join-Path $script:Scratch 'job-input.txt'
+        [IO.File]::WriteAllText($file, "pear`napple`n")
+        $job = Invoke-SandboxCommand -Name streams 'sort' -InputFile $file -AsJob
+        $null = $job | Wait-Job -Timeout 60
+        $job.State | Should -Be 'Completed'
+        Receive-Job $job | Should -Be @('apple', 'pear')
         $job | Remove-Job
     }
 
