@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.ComponentModel;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using Microsandbox.Protocol;
 
 namespace Microsandbox.Agent;
@@ -9,7 +10,6 @@ namespace Microsandbox.Agent;
 /// <summary>Serves the host over the agent port: handshake, exec sessions, signals, shutdown.</summary>
 internal sealed class AgentServer : IDisposable
 {
-    private const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     private static readonly string[] Capabilities =
         ["exec", "stdin", "signal", "shutdown", "user", "window", "tty", "kill", "files"];
     private readonly Stream _input;
@@ -159,13 +159,12 @@ internal sealed class AgentServer : IDisposable
         }
 
         // .NET searches the agent's own PATH, and PID 1 has none: resolve against the command's.
-        string path = request.Environment.TryGetValue("PATH", out string? p) ? p : DefaultPath;
+        string path = request.Environment.TryGetValue("PATH", out string? p) ? p : CommandStart.DefaultPath;
         string program = ResolveProgram(request.Argv[0], path);
-        PseudoTerminal? terminal = null;
-        ProcessStartInfo info;
-        if (request.Terminal is { } size)
+        string? helper = PseudoTerminal.HelperPath;
+        if (request.Terminal is not null)
         {
-            if (PseudoTerminal.HelperPath is not { } helper)
+            if (helper is null)
             {
                 await FailAsync(id, "TerminalUnavailable", "This guest has no terminal helper (msb-exec).")
                     .ConfigureAwait(false);
@@ -178,63 +177,23 @@ internal sealed class AgentServer : IDisposable
                     .ConfigureAwait(false);
                 return;
             }
-
-            // The helper takes the terminal and the user in the child, then runs the program; it
-            // starts as root, which alone may open the helper through the agent's descriptor.
-            terminal = PseudoTerminal.Open(size.Rows, size.Columns);
-            _ = Native.Chown(terminal.SlavePath, user.Uid, user.Gid);
-            info = new ProcessStartInfo(helper) { WorkingDirectory = cwd, UseShellExecute = false };
-            info.ArgumentList.Add(terminal.SlavePath);
-            info.ArgumentList.Add(user.Uid.ToString(CultureInfo.InvariantCulture));
-            info.ArgumentList.Add(user.Gid.ToString(CultureInfo.InvariantCulture));
-            IReadOnlyList<int> groups = user.Groups("/etc/group");
-            info.ArgumentList.Add(string.Join(',', groups.Select(g => g.ToString(CultureInfo.InvariantCulture))));
-            info.ArgumentList.Add(program);
-        }
-        else
-        {
-            info = new ProcessStartInfo(program)
-            {
-                WorkingDirectory = cwd,
-                RedirectStandardInput = true,
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                UseShellExecute = false,
-            };
         }
 
-        foreach (string arg in request.Argv.Skip(1))
-        {
-            info.ArgumentList.Add(arg);
-        }
-
-        info.Environment.Clear();
-        info.Environment["PATH"] = DefaultPath;
-        info.Environment["HOME"] = user.Home;
-        info.Environment["TERM"] = "xterm";
-        foreach (var (key, value) in request.Environment)
-        {
-            info.Environment[key] = value;
-        }
-
-        if (user.Uid != 0 && terminal is null)
-        {
-            // .NET looks the name up again and sets uid, gid and supplementary groups in the child.
-            info.UserName = user.Name;
-        }
-
+        using var start = new CommandStart(request, user, cwd, program, helper);
         Process process;
         try
         {
             lock (_spawnLock)
             {
-                process = Process.Start(info)!;
-                _sessions[id] = new ExecSession(id, process, _writer, request.FlowControl, terminal);
+                // The session is known before the reaper can look, so it never takes this child.
+                process = start.Start();
+                _sessions[id] = new ExecSession(
+                    id, process, _writer, request.FlowControl, start.Terminal, start.Group, helper is not null);
             }
         }
         catch (Win32Exception ex)
         {
-            terminal?.Dispose();
+            start.Abandon();
             // EACCES: the user may not run the file or enter the working directory.
             string code = ex.NativeErrorCode == 13 ? "PermissionDenied" : "CommandNotFound";
             await FailAsync(id, code, $"Cannot run '{request.Argv[0]}' as {user.Name}: {ex.Message}")
@@ -243,6 +202,21 @@ internal sealed class AgentServer : IDisposable
         }
 
         ExecSession session = _sessions[id];
+        if (await start.ReadFailureAsync().ConfigureAwait(false) is var (step, errno))
+        {
+            // The helper has exited; the reaper collects it once it is no session's.
+            _sessions.TryRemove(id, out _);
+            session.Dispose();
+            const int EACCES = 13, EPERM = 1;
+            string code = step is "user" || errno is EACCES or EPERM ? "PermissionDenied" : "CommandNotFound";
+            string what = step == "directory"
+                ? $"enter '{cwd}' to run '{request.Argv[0]}'"
+                : $"run '{request.Argv[0]}'";
+            await FailAsync(id, code, $"Cannot {what} as {user.Name}: {Marshal.GetPInvokeErrorMessage(errno)}.")
+                .ConfigureAwait(false);
+            return;
+        }
+
         await _writer.WriteAsync(id, FrameType.ExecStarted, new ExecStarted { Pid = process.Id })
             .ConfigureAwait(false);
         if (!request.Stdin)
@@ -352,6 +326,8 @@ internal sealed class AgentServer : IDisposable
                     Native.Reap(pid);
                 }
             }
+
+            ControlGroup.RemoveEmpty();
         }
     }
 }

@@ -22,13 +22,22 @@ internal sealed class ExecSession : IDisposable
     // The session's terminal, or null when the process runs on pipes.
     private readonly PseudoTerminal? _terminal;
 
-    public ExecSession(uint id, Process process, FrameWriter writer, bool flowControl, PseudoTerminal? terminal)
+    // Every process of the command, or null in a guest without cgroup2.
+    private readonly ControlGroup? _group;
+
+    // Whether the process leads a process group of its own (msb-exec started a session for it).
+    private readonly bool _leadsGroup;
+
+    public ExecSession(uint id, Process process, FrameWriter writer, bool flowControl, PseudoTerminal? terminal,
+        ControlGroup? group, bool leadsGroup)
     {
         _id = id;
         _process = process;
         _writer = writer;
         _output = flowControl ? new FlowWindow() : null;
         _terminal = terminal;
+        _group = group;
+        _leadsGroup = leadsGroup;
         Pid = process.Id;
         _ = Task.Run(FeedStdinAsync);
     }
@@ -66,6 +75,7 @@ internal sealed class ExecSession : IDisposable
         _stdin.Writer.TryComplete();
         _process.Dispose();
         _terminal?.Dispose();
+        _group?.Release();
     }
 
     private async Task FeedStdinAsync()
@@ -128,11 +138,30 @@ internal sealed class ExecSession : IDisposable
 
     public void Signal(int signal, bool processTree)
     {
-        // The tree is found before any kill, so a child re-parented by its parent's death is not missed.
-        List<int> targets = processTree ? [Pid, .. ProcessTable.DescendantsOf(Pid)] : [Pid];
-        foreach (int pid in targets)
+        if (!processTree)
         {
-            _ = Native.Kill(pid, signal);
+            _ = Native.Kill(Pid, signal);
+        }
+        else
+        {
+            // The cgroup holds every process of the command, a double-forked one that PID 1 adopted
+            // too; the process group and the walk of /proc stand in for it where there is none. The
+            // tree is found before any kill, so a child re-parented by its parent's death is not missed.
+            HashSet<int> targets = [Pid, .. ProcessTable.DescendantsOf(Pid), .. _group?.Processes() ?? []];
+            if (signal == 9)
+            {
+                _group?.Kill();
+            }
+
+            if (_leadsGroup)
+            {
+                _ = Native.Kill(-Pid, signal);
+            }
+
+            foreach (int pid in targets)
+            {
+                _ = Native.Kill(pid, signal);
+            }
         }
 
         if (signal == 9)

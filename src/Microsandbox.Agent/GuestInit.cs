@@ -13,6 +13,9 @@ internal static class GuestInit
     {
         MountIfMissing("proc", Path.Join(root, "proc"), "proc", Native.MsNosuid | Native.MsNodev | Native.MsNoexec);
         MountIfMissing("sysfs", Path.Join(root, "sys"), "sysfs", Native.MsNosuid | Native.MsNodev | Native.MsNoexec);
+        // Each command gets a cgroup in this hierarchy, which finds and kills all it started.
+        MountIfMissing("cgroup2", Path.Join(root, "sys/fs/cgroup"), "cgroup2",
+            Native.MsNosuid | Native.MsNodev | Native.MsNoexec);
         MountIfMissing("devtmpfs", Path.Join(root, "dev"), "devtmpfs", Native.MsNosuid);
         Directory.CreateDirectory(Path.Join(root, "dev/pts"));
         MountIfMissing("devpts", Path.Join(root, "dev/pts"), "devpts", Native.MsNosuid | Native.MsNoexec, "ptmxmode=0666");

@@ -56,6 +56,16 @@ internal static partial class Native
     [LibraryImport("libc", EntryPoint = "chown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Chown(string path, int owner, int group);
 
+    [LibraryImport("libc", EntryPoint = "pipe2", SetLastError = true)]
+    public static partial int Pipe([Out] int[] descriptors, int flags);
+
+    /// <summary>A copy of a descriptor; unlike the original, it stays open across exec.</summary>
+    [LibraryImport("libc", EntryPoint = "dup", SetLastError = true)]
+    public static partial int Duplicate(int fd);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    public static partial int Close(int fd);
+
     /// <summary>struct winsize.</summary>
     [StructLayout(LayoutKind.Sequential)]
     public struct WindowSize

@@ -300,15 +300,16 @@ internal sealed class HostDestination(bool force) : ICopyDestination
 
     // A link may only lead to a place inside the copied item: its target is relative and goes up
     // no further than the link's own depth below the item, and only at its start, so no link
-    // it passes through afterwards can carry it back up.
+    // it passes through afterwards can carry it back up. A link that is the item itself sits
+    // beside it, not in it: every relative target resolves from the item's parent, outside.
     private bool StaysInside(string path, string target)
     {
-        if (target.Length == 0 || target.StartsWith('/'))
+        string relative = Path.GetRelativePath(_item, Path.GetFullPath(path));
+        if (target.Length == 0 || target.StartsWith('/') || relative == ".")
         {
             return false;
         }
 
-        string relative = Path.GetRelativePath(_item, Path.GetFullPath(path));
         int depth = relative.Split('/').Length - 1;
         bool leading = true;
         int up = 0;

@@ -52,6 +52,19 @@ public sealed partial class SandboxEngine
     }
 
     /// <summary>
+    /// Puts the script folder back on the PATH of a command that gives its own, in a sandbox that has
+    /// scripts: they are to be found by every command, whatever PATH it sets.
+    /// </summary>
+    private static void KeepScriptPath(
+        IReadOnlyDictionary<string, string> sandboxEnvironment, Dictionary<string, string> environment)
+    {
+        if (sandboxEnvironment.TryGetValue("PATH", out string? own) && own.Split(':').Contains(ScriptDirectory))
+        {
+            AddScriptPath(environment);
+        }
+    }
+
+    /// <summary>
     /// Writes the scripts, then applies the patches in order, through the agent of the sandbox that
     /// has just booted, on the boot's own connection while the runtime still holds the sandbox
     /// Starting; the first failure is thrown with the patch it came from.

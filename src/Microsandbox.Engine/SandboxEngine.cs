@@ -358,6 +358,7 @@ public sealed partial class SandboxEngine
             environment[key] = value;
         }
 
+        KeepScriptPath(sandbox.Environment, environment);
         IReadOnlyList<string> argv = ArgvOf(sandbox, command);
         await using var connection = await SandboxConnection.ConnectAsync(
             ControlSocket(record), name, cancellationToken).ConfigureAwait(false);

@@ -44,6 +44,22 @@ internal sealed class CommandRun : IDisposable
         }, CancellationToken.None);
     }
 
+    /// <summary>
+    /// The exit code for <c>$LASTEXITCODE</c> when the command failed to start or its end is unknown
+    /// (the sandbox stopped, the connection was lost), as a shell gives it: 127 for a program not
+    /// found, 126 for one found but not runnable, -1 for every other failure.
+    /// </summary>
+    public static int ExitCodeOf(SandboxException failure)
+    {
+        ArgumentNullException.ThrowIfNull(failure);
+        return failure.ErrorId switch
+        {
+            "CommandNotFound" => 127,
+            "PermissionDenied" => 126,
+            _ => -1,
+        };
+    }
+
     /// <summary>Takes every event that has arrived, without waiting.</summary>
     public IEnumerable<ExecEvent> Available()
     {

@@ -67,6 +67,7 @@ public sealed class EnterSandboxCommand : SandboxCmdlet
         }
         catch (SandboxException ex)
         {
+            SessionState.PSVariable.Set("global:LASTEXITCODE", CommandRun.ExitCodeOf(ex));
             WriteSandboxError(ex);
             return;
         }
@@ -122,6 +123,7 @@ public sealed class EnterSandboxCommand : SandboxCmdlet
 
         if (failure is not null)
         {
+            SessionState.PSVariable.Set("global:LASTEXITCODE", CommandRun.ExitCodeOf(failure));
             WriteSandboxError(failure);
             return;
         }
@@ -133,22 +135,10 @@ public sealed class EnterSandboxCommand : SandboxCmdlet
         }
     }
 
-    private static TerminalSize WindowSize()
-    {
-        try
-        {
-            return new TerminalSize
-            {
-                Rows = Math.Max(1, Console.WindowHeight),
-                Columns = Math.Max(1, Console.WindowWidth),
-            };
-        }
-        catch (IOException)
-        {
-            // Standard output is no terminal: the size a terminal has when nothing says otherwise.
-            return new TerminalSize { Rows = 24, Columns = 80 };
-        }
-    }
+    private static TerminalSize WindowSize() => HostTerminal.WindowSize() is var (rows, columns)
+        ? new TerminalSize { Rows = rows, Columns = columns }
+        // No terminal on either stream: the size a terminal has when nothing says otherwise.
+        : new TerminalSize { Rows = 24, Columns = 80 };
 
     // Keys go to the guest until the session ends. At the end of a piped (not typed) input, the
     // terminal's end-of-file character follows, so a shell reading it exits as it would at a tty.

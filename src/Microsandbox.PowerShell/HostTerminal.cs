@@ -10,6 +10,7 @@ namespace Microsandbox.PowerShell;
 internal static partial class HostTerminal
 {
     private const int StandardInput = 0;
+    private const int StandardOutput = 1;
     private const int SetNow = 0; // TCSANOW
     private const short PollIn = 1; // POLLIN
 
@@ -47,6 +48,28 @@ internal static partial class HostTerminal
         return n <= 0 ? null : buffer[..(int)n];
     }
 
+    /// <summary>
+    /// The terminal's size as the kernel has it now: of standard output, else of standard input;
+    /// null when neither is a terminal. Asked every time, since a size cached by the console lags
+    /// behind the SIGWINCH that announces a new one.
+    /// </summary>
+    public static (int Rows, int Columns)? WindowSize()
+    {
+        nuint request = OperatingSystem.IsMacOS() ? 0x40087468u : 0x5413u; // TIOCGWINSZ
+        foreach (int fd in new[] { StandardOutput, StandardInput })
+        {
+            if (GetWindowSize(fd, request, out WindowSizeData size) == 0 && size.Rows > 0 && size.Columns > 0)
+            {
+                return (size.Rows, size.Columns);
+            }
+        }
+
+        return null;
+    }
+
+    [LibraryImport("libc", EntryPoint = "ioctl")]
+    private static partial int GetWindowSize(int fd, nuint request, out WindowSizeData size);
+
     [LibraryImport("libc", EntryPoint = "tcgetattr")]
     private static partial int GetAttributes(int fd, [Out] byte[] termios);
 
@@ -61,6 +84,16 @@ internal static partial class HostTerminal
 
     [LibraryImport("libc", EntryPoint = "read")]
     private static partial nint ReadBytes(int fd, [Out] byte[] buffer, nint count);
+
+    /// <summary>struct winsize.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct WindowSizeData
+    {
+        public ushort Rows;
+        public ushort Columns;
+        public ushort XPixels;
+        public ushort YPixels;
+    }
 
     [StructLayout(LayoutKind.Sequential)]
     private struct PollDescriptor

@@ -196,11 +196,20 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
         _fed = null;
     }
 
+    // Ctrl+C only cancels (the base class does): the pipeline thread may still be in the fed
+    // run's WriteInput or Next, so the run is disposed there, when PowerShell disposes the cmdlet.
+
     /// <inheritdoc/>
-    protected override void StopProcessing()
+    protected override void Dispose(bool disposing)
     {
-        base.StopProcessing();
-        _fed?.Dispose();
+        if (disposing)
+        {
+            _fed?.Dispose();
+            _fed = null;
+            _pendingBytes.Dispose();
+        }
+
+        base.Dispose(disposing);
     }
 
     private void StartJob()
@@ -302,6 +311,8 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
         }
         catch (SandboxException ex)
         {
+            // Set first: with -ErrorAction Stop the error ends the cmdlet.
+            SessionState.PSVariable.Set("global:LASTEXITCODE", CommandRun.ExitCodeOf(ex));
             WriteSandboxError(ex);
             return;
         }

@@ -24,8 +24,20 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
-        _cancellation.Dispose();
+        Dispose(disposing: true);
         GC.SuppressFinalize(this);
+    }
+
+    /// <summary>
+    /// Releases what the cmdlet holds. PowerShell disposes a cmdlet on its pipeline thread when the
+    /// pipeline ends, stopped or not, so a cmdlet can release here what that thread still uses.
+    /// </summary>
+    protected virtual void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            _cancellation.Dispose();
+        }
     }
 
     /// <inheritdoc/>

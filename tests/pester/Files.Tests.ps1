@@ -106,6 +106,16 @@ Describe 'Copy-SandboxItem out of a sandbox' -Tag VM {
         Get-HostSeconds "$dest/out/d" | Should -Be 1400000000
     }
 
+    It 'says RecurseRequired for a folder without -Recurse' {
+        $dest = Join-Path $script:Scratch 'out-norecurse'
+        New-Item -ItemType Directory -Force $dest | Out-Null
+        $r = Invoke-Captured { Copy-SandboxItem -Path /tmp/out -FromSandbox files -Destination $dest }
+        Get-ErrorId $r.Errors[0] | Should -Be 'RecurseRequired'
+        $r.Errors[0].CategoryInfo.Category | Should -Be 'InvalidArgument'
+        $r.Errors[0].TargetObject | Should -Be '/tmp/out'
+        @(Get-ChildItem -Force $dest) | Should -BeNullOrEmpty
+    }
+
     It 'takes guest items from Get-SandboxChildItem through the pipeline' {
         $dest = Join-Path $script:Scratch 'piped'
         New-Item -ItemType Directory -Force $dest | Out-Null
@@ -180,6 +190,17 @@ Describe 'Copy-SandboxItem between sandboxes' -Tag VM {
         Invoke-Guest 'mkdir -p /tmp/s2s && printf hi > /tmp/s2s/f && chown 5:6 /tmp/s2s/f && chmod 604 /tmp/s2s/f && touch -d @1500000000 /tmp/s2s/f'
         Copy-SandboxItem -Path /tmp/s2s -FromSandbox files -ToSandbox files-b -Destination /tmp -Recurse
         Invoke-Guest 'stat -c "%a %u:%g %Y" /tmp/s2s/f; cat /tmp/s2s/f' files-b | Should -Be @('604 5:6 1500000000', 'hi')
+    }
+
+    It 'says RecurseRequired for a folder without -Recurse' {
+        Invoke-Guest 'mkdir -p /tmp/s2s-norecurse/d'
+        $r = Invoke-Captured {
+            Copy-SandboxItem -Path /tmp/s2s-norecurse -FromSandbox files -ToSandbox files-b -Destination /tmp
+        }
+        Get-ErrorId $r.Errors[0] | Should -Be 'RecurseRequired'
+        $r.Errors[0].CategoryInfo.Category | Should -Be 'InvalidArgument'
+        $r.Errors[0].TargetObject | Should -Be '/tmp/s2s-norecurse'
+        Test-SandboxPath -Name files-b /tmp/s2s-norecurse | Should -BeFalse
     }
 
     It 'streams 64 MiB between sandboxes with equal SHA-256' {
@@ -322,11 +343,34 @@ Describe 'A stopped sandbox' -Tag VM {
         @{ Name = 'Get-SandboxChildItem'; Block = { Get-SandboxChildItem -Name files-b /tmp } }
         @{ Name = 'Get-SandboxContent'; Block = { Get-SandboxContent -Name files-b /etc/hostname } }
         @{ Name = 'Test-SandboxPath'; Block = { Test-SandboxPath -Name files-b /tmp } }
+        @{ Name = 'Set-SandboxContent'; Block = { Set-SandboxContent -Name files-b /tmp/x 'value' } }
+        @{ Name = 'New-SandboxItem'; Block = { New-SandboxItem -Name files-b /tmp/new -ItemType Directory } }
+        @{ Name = 'Remove-SandboxItem'; Block = { Remove-SandboxItem -Name files-b /tmp -Recurse -Confirm:$false } }
+        @{ Name = 'Send-SandboxSignal'; Block = { Send-SandboxSignal -Name files-b -ProcessId 2 } }
+        @{
+            Name  = 'Copy-SandboxItem -FromSandbox'
+            Block = { Copy-SandboxItem -Path /etc/hostname -FromSandbox files-b -Destination $script:Scratch }
+        }
+        @{
+            Name  = 'Copy-SandboxItem from it to a running sandbox'
+            Block = { Copy-SandboxItem -Path /etc/hostname -FromSandbox files-b -ToSandbox files -Destination /tmp }
+        }
+        @{
+            Name  = 'Copy-SandboxItem from a running sandbox to it'
+            Block = { Copy-SandboxItem -Path /etc/hostname -FromSandbox files -ToSandbox files-b -Destination /tmp }
+        }
     ) {
         $r = Invoke-Captured $Block
         $r.Output | Should -BeNullOrEmpty
         Get-ErrorId $r.Errors[0] | Should -Be 'SandboxNotRunning'
         $r.Errors[0].CategoryInfo.Category | Should -Be 'InvalidOperation'
         $r.Errors[0].TargetObject | Should -Be 'files-b'
+    }
+
+    It 'sets $LASTEXITCODE to -1 for a command it cannot run' {
+        Invoke-Guest 'true'
+        $r = Invoke-Captured { Invoke-SandboxCommand -Name files-b 'true' }
+        Get-ErrorId $r.Errors[0] | Should -Be 'SandboxNotRunning'
+        $LASTEXITCODE | Should -Be -1
     }
 }

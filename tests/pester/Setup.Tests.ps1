@@ -59,6 +59,13 @@ Describe 'New-Sandbox -Script' -Tag VM {
         Invoke-SandboxCommand -Name setup 'greet env' -Environment @{ FOO = 'bar' } -ErrorAction Stop |
             Should -Be 'hello from env'
     }
+
+    It 'keeps the scripts on the PATH of a command that sets its own PATH' {
+        Invoke-SandboxCommand -Name setup 'greet path; echo $PATH' -Environment @{ PATH = '/usr/bin:/bin' } `
+            -ErrorAction Stop | Should -Be @('hello from path', '/usr/bin:/bin:/.msb/scripts')
+        Invoke-SandboxCommand -Name setup -FilePath greet -ArgumentList exec -Environment @{ PATH = '/bin' } `
+            -ErrorAction Stop | Should -Be 'hello from exec'
+    }
 }
 
 Describe 'New-Sandbox -Patch' -Tag VM {

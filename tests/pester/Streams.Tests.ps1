@@ -12,6 +12,18 @@ BeforeAll {
     function Get-Sha256([byte[]] $Bytes) {
         [Convert]::ToHexString([Security.Cryptography.SHA256]::HashData($Bytes)).ToLowerInvariant()
     }
+
+    function Get-GuestCount([string] $Pattern) {
+        <# How many guest processes' command lines match ^Pattern, once the count is 0 or 15 s passed. #>
+        # A kill reaches the guest a moment after the host side has returned.
+        $deadline = [DateTime]::UtcNow.AddSeconds(15)
+        do {
+            $count = Invoke-SandboxCommand -Name streams "ps -o args | grep -c '^$Pattern' || true"
+            if ($count -eq '0') { break }
+            Start-Sleep -Milliseconds 300
+        } while ([DateTime]::UtcNow -lt $deadline)
+        return $count
+    }
 }
 
 AfterAll {
@@ -32,6 +44,11 @@ Describe 'Standard input' -Tag VM {
 
     It 'takes -InputObject without the pipeline' {
         Invoke-SandboxCommand -Name streams 'cat' -InputObject 'given' | Should -Be 'given'
+    }
+
+    It 'takes a byte array with -InputObject, as it is' {
+        Invoke-SandboxCommand -Name streams 'od -An -tu1' -InputObject ([byte[]](1, 2, 0, 255)) |
+            ForEach-Object Trim | Should -Be '1   2   0 255'
     }
 
     It 'sends a host file with -InputFile, byte for byte' {
@@ -73,6 +90,21 @@ Describe 'Output' -Tag VM {
         $r.Output | Should -Contain 'err'
     }
 
+    It 'keeps the order of stdout and stderr lines with -MergeError' {
+        Invoke-SandboxCommand -Name streams 'echo 1; sleep 0.2; echo 2 >&2; sleep 0.2; echo 3' -MergeError |
+            Should -Be @('1', '2', '3')
+    }
+
+    It 'keeps the order of output and error records in a 2>&1 capture' {
+        $ErrorActionPreference = 'Continue'
+        $all = @(Invoke-SandboxCommand -Name streams 'echo 1; sleep 0.2; echo 2 >&2; sleep 0.2; echo 3' 2>&1)
+        $all | ForEach-Object { "$_" } | Should -Be @('1', '2', '3')
+        $all[0] | Should -BeOfType [string]
+        $all[1] | Should -BeOfType [Management.Automation.ErrorRecord]
+        Get-ErrorId $all[1] | Should -Be 'SandboxCommandStderr'
+        $all[2] | Should -BeOfType [string]
+    }
+
     It 'keeps binary output intact with -AsByteStream' {
         # Every byte value, twice, through the guest's printf.
         $chunks = @(Invoke-SandboxCommand -Name streams -AsByteStream `
@@ -106,6 +138,69 @@ Describe 'Time limits' -Tag VM {
         $LASTEXITCODE | Should -Be 137
         # The background sleep went with its parent.
         Invoke-SandboxCommand -Name streams 'ps -o args | grep -c "^sleep 300" || true' | Should -Be '0'
+    }
+
+    It 'kills a double-forked process too, which PID 1 adopted and no walk of parents finds' {
+        $r = Invoke-Captured { Invoke-SandboxCommand -Name streams '(sleep 305 &); sleep 300' -Timeout 2 }
+        Get-ErrorId $r.Errors[0] | Should -Be 'SandboxCommandTimedOut'
+        Get-GuestCount 'sleep 30[05]' | Should -Be '0'
+    }
+}
+
+Describe 'Ctrl+C' -Tag VM {
+    It 'stops the command in the guest when the pipeline is stopped<Case>' -ForEach @(
+        @{ Case = ''; Script = "Invoke-SandboxCommand -Name streams 'echo ready; sleep 303'"; Pattern = 'sleep 303' }
+        @{
+            Case    = ', while stdin is still being fed'
+            Script  = "1..1e6 | Invoke-SandboxCommand -Name streams 'echo ready; sleep 304; cat'"
+            Pattern = 'sleep 304'
+        }
+    ) {
+        # A runspace of its own, stopped from here as Ctrl+C stops a pipeline.
+        $ps = [powershell]::Create()
+        $null = $ps.AddScript("Import-Module '$($env:MSB_TEST_MODULE_PATH)'; $Script")
+        $output = [Management.Automation.PSDataCollection[psobject]]::new()
+        $handle = $ps.BeginInvoke([Management.Automation.PSDataCollection[psobject]]::new(), $output)
+        $deadline = [DateTime]::UtcNow.AddSeconds(60)
+        # Indexed, not enumerated: enumerating an open PSDataCollection waits for it to close.
+        while ("$(if ($output.Count) { $output[0] })" -ne 'ready' -and -not $handle.IsCompleted -and
+            [DateTime]::UtcNow -lt $deadline) {
+            Start-Sleep -Milliseconds 100
+        }
+        "$($output[0])" | Should -Be 'ready'
+
+        $ps.Stop()
+
+        $ps.InvocationStateInfo.State | Should -Be 'Stopped'
+        $ps.InvocationStateInfo.Reason | Should -BeOfType [Management.Automation.PipelineStoppedException]
+        $ps.Streams.Error.ReadAll() | Should -BeNullOrEmpty
+        $ps.Dispose()
+        Get-GuestCount $Pattern | Should -Be '0'
+    }
+}
+
+Describe 'Exit codes of commands that never ran' -Tag VM {
+    BeforeAll {
+        Invoke-SandboxCommand -Name streams 'printf "#!/bin/sh\necho x\n" > /tmp/rootonly; chmod 700 /tmp/rootonly'
+    }
+
+    It 'sets $LASTEXITCODE to <Code> on <Id>, as a shell does' -ForEach @(
+        @{ Id = 'CommandNotFound'; Code = 127; Block = { Invoke-SandboxCommand -Name streams -FilePath /no/such } }
+        @{
+            Id    = 'PermissionDenied'; Code = 126
+            Block = { Invoke-SandboxCommand -Name streams -FilePath /tmp/rootonly -User nobody }
+        }
+        @{
+            Id    = 'WorkingDirectoryNotFound'; Code = -1
+            Block = { Invoke-SandboxCommand -Name streams 'pwd' -WorkingDirectory /no/such }
+        }
+    ) {
+        Invoke-SandboxCommand -Name streams 'true'
+        $LASTEXITCODE | Should -Be 0
+        $r = Invoke-Captured $Block
+        $r.Output | Should -BeNullOrEmpty
+        Get-ErrorId $r.Errors[0] | Should -Be $Id
+        $LASTEXITCODE | Should -Be $Code
     }
 }
 
@@ -220,13 +315,43 @@ Describe 'Jobs and signals' -Tag VM {
         $job | Remove-Job
     }
 
-    It 'stops the job and its process tree with Stop-Job' {
-        $job = Invoke-SandboxCommand -Name streams 'echo ready; sleep 301 & sleep 302' -AsJob
+    It 'stops the job and its process tree with Stop-Job, a double-forked process too' {
+        $job = Invoke-SandboxCommand -Name streams 'echo ready; sleep 301 & (sleep 308 &); sleep 302' -AsJob
         Wait-JobOutput $job 'ready'
         $job | Stop-Job
         $null = $job | Wait-Job -Timeout 60
         $job.State | Should -Be 'Stopped'
-        Invoke-SandboxCommand -Name streams 'ps -o args | grep -c "^sleep 30[12]" || true' | Should -Be '0'
+        Get-GuestCount 'sleep 30[128]' | Should -Be '0'
+        $job | Remove-Job
+    }
+
+    It 'signals the whole tree with Send-SandboxSignal -ProcessTree, a double-forked process too' {
+        $job = Invoke-SandboxCommand -Name streams 'echo ready; (sleep 306 &); sleep 307' -AsJob
+        Wait-JobOutput $job 'ready'
+        Send-SandboxSignal -Name streams -ProcessId $job.ProcessId -Signal TERM -ProcessTree
+        $null = $job | Wait-Job -Timeout 60
+        $job.State | Should -Be 'Failed'
+        $job.ExitCode | Should -Be 143
+        Get-GuestCount 'sleep 30[67]' | Should -Be '0'
+        $job | Remove-Job
+    }
+
+    It 'kills a job''s command after -Timeout, with SandboxCommandTimedOut' {
+        $job = Invoke-SandboxCommand -Name streams 'sleep 309' -Timeout 2 -AsJob
+        $null = $job | Wait-Job -Timeout 60
+        $job.State | Should -Be 'Failed'
+        $job.ExitCode | Should -Be 137
+        Get-ErrorId @($job.Error)[0] | Should -Be 'SandboxCommandTimedOut'
+        $job | Remove-Job
+    }
+
+    It 'feeds a job''s command from -InputFile' {
+        $file = Join-Path $script:Scratch 'job-input.txt'
+        [IO.File]::WriteAllText($file, "pear`napple`n")
+        $job = Invoke-SandboxCommand -Name streams 'sort' -InputFile $file -AsJob
+        $null = $job | Wait-Job -Timeout 60
+        $job.State | Should -Be 'Completed'
+        Receive-Job $job | Should -Be @('apple', 'pear')
         $job | Remove-Job
     }
 

@@ -1,7 +1,7 @@
 #Requires -Modules @{ ModuleName = 'Pester'; ModuleVersion = '5.0' }
 # Enter-Sandbox on a real terminal: util-linux's script gives a fresh pwsh a pseudo-terminal of
-# a known size, and what is typed is fed to it, keys and Ctrl+C alike. Resizes go through the
-# engine, which Enter-Sandbox drives the same way on SIGWINCH.
+# a known size, and what is typed is fed to it, keys and Ctrl+C alike; the host resizes that
+# terminal as a window would, and the engine's terminal sessions are driven directly too.
 
 BeforeAll {
     . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
@@ -9,22 +9,34 @@ BeforeAll {
     $null = New-Sandbox -Name tty -WarningAction SilentlyContinue -ErrorAction Stop
 
     function Invoke-OnTerminal {
-        <# Runs Enter-Sandbox in a fresh pwsh on a 30x100 terminal, typing each of -Keys after a pause. #>
+        <#
+        Runs Enter-Sandbox in a fresh pwsh on a 30x100 terminal, typing each of -Keys after a pause.
+        A key 'resize ROWSxCOLUMNS' is no key: the terminal gets that size, and pwsh its SIGWINCH.
+        #>
         param([string] $Arguments, [string[]] $Keys)
         $script = Join-Path ([IO.Path]::GetTempPath()) "msb-tty-$PID.ps1"
+        $terminal = Join-Path ([IO.Path]::GetTempPath()) "msb-tty-$PID.pts"
         Set-Content $script @"
 `$env:MSB_HOME = '$($env:MSB_HOME)'
 Import-Module '$($env:MSB_TEST_MODULE_PATH)'
+"`$(readlink /proc/`$PID/fd/0) `$PID" | Set-Content '$terminal'
 Enter-Sandbox $Arguments
 "exit=`$LASTEXITCODE"
 "@
         $pwsh = (Get-Process -Id $PID).Path
         $prefix = if ($pwsh -match 'dotnet(\.exe)?$') { "'$pwsh' '$PSHOME/pwsh.dll'" } else { "'$pwsh'" }
         # The keys wait for pwsh and the shell to start: typed earlier, they would only be buffered.
-        $typing = (@('sleep 6') + @($Keys | ForEach-Object { "printf '$_'; sleep 1.5" }) + @('sleep 3')) -join '; '
+        $steps = $Keys | ForEach-Object {
+            if ($_ -match '^resize (\d+)x(\d+)$') {
+                "stty -F `$(cut -d' ' -f1 '$terminal') rows $($Matches[1]) cols $($Matches[2]); " +
+                    "kill -WINCH `$(cut -d' ' -f2 '$terminal'); sleep 1.5"
+            }
+            else { "printf '$_'; sleep 1.5" }
+        }
+        $typing = (@('sleep 6') + @($steps) + @('sleep 3')) -join '; '
         $inner = "stty cols 100 rows 30; $prefix -NoProfile -NonInteractive -File '$script'"
         $output = & sh -c "($typing) | timeout 90 script -qec `"$inner`" /dev/null" 2>&1
-        Remove-Item $script -ErrorAction Ignore
+        Remove-Item $script, $terminal -ErrorAction Ignore
         return ($output -join "`n") -replace "`r", ''
     }
 }
@@ -40,6 +52,12 @@ Describe 'Enter-Sandbox' -Tag VM, Linux {
         $out | Should -Match '/dev/pts/\d+'
         $out | Should -Match '(?m)^30 100$'
         $out | Should -Match '(?m)^exit=3$'
+    }
+
+    It 'follows the window when the host terminal is resized while the shell runs' {
+        $out = Invoke-OnTerminal -Arguments 'tty' -Keys 'sleep 3; stty size\n', 'resize 40x120', 'exit\n'
+        $out | Should -Match '(?m)^40 120$'
+        $out | Should -Match '(?m)^exit=0$'
     }
 
     It 'sends Ctrl+C to the guest, where it interrupts the command, not the session' {

@@ -58,6 +58,22 @@ public sealed class HostDestinationTests : IDisposable
         Assert.Equal(target, new FileInfo(Path.Join(_root, "item/d/l")).LinkTarget);
     }
 
+    [Theory]
+    [InlineData("x")]
+    [InlineData("./x")]
+    [InlineData(".")]
+    public async Task A_link_that_is_the_item_itself_is_refused_whatever_its_relative_target(string target)
+    {
+        // Its target resolves from the destination folder, beside the item: nothing of the item is there.
+        HostDestination destination = Begin("item");
+
+        var ex = await Assert.ThrowsAsync<SandboxException>(
+            () => destination.CreateSymlinkAsync(Path.Join(_root, "item"), Link(target), default));
+
+        Assert.Equal("PathOutsideDestination", ex.ErrorId);
+        Assert.Null(new FileInfo(Path.Join(_root, "item")).LinkTarget);
+    }
+
     [Fact]
     public async Task Nothing_is_written_through_a_link_in_the_destination_tree()
     {
