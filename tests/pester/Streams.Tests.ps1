@@ -265,6 +265,32 @@ Describe 'A gigabyte through a command' -Tag VM {
         ($state.Peak - $before) / 1MB | Should -BeLessThan 256
         $state.RuntimePeak / 1MB | Should -BeLessThan 128
     }
+
+    It 'streams 1 GiB into a guest checksum that equals the host''s, with flat host memory' {
+        $chunk = [byte[]]::new(1MB)
+        [Random]::new(6).NextBytes($chunk)
+        $sent = [Security.Cryptography.IncrementalHash]::CreateHash('SHA256')
+        $self = Get-Process -Id $PID
+        [GC]::Collect()
+        $self.Refresh()
+        $before = $self.WorkingSet64
+        $state = @{ Peak = [long]0 }
+        $guest = & {
+            for ($i = 0; $i -lt 1024; $i++) {
+                $copy = [byte[]]$chunk.Clone()
+                [BitConverter]::GetBytes($i).CopyTo($copy, 0)
+                $sent.AppendData($copy)
+                if ($i % 32 -eq 0) {
+                    $self.Refresh()
+                    $state.Peak = [Math]::Max($state.Peak, $self.WorkingSet64)
+                }
+                , $copy
+            }
+        } | Invoke-SandboxCommand -Name streams -Command 'sha256sum' -ErrorAction Stop
+        # The guest hashed what reached its stdin; the host, what it sent.
+        ($guest -split ' ')[0] | Should -Be ([Convert]::ToHexString($sent.GetHashAndReset()).ToLowerInvariant())
+        ($state.Peak - $before) / 1MB | Should -BeLessThan 256
+    }
 }
 
 Describe 'Jobs and signals' -Tag VM {
