@@ -28,6 +28,17 @@ public enum PullPolicy
 internal sealed record SandboxImage(string Reference, string BasePath, ImageConfig? Config, DiskImage? Disk = null);
 
 /// <summary>
+/// A resolved image with the cache lock still held shared, so that no removal takes it before the
+/// sandbox that uses it is recorded; disposing lets the lock go.
+/// </summary>
+internal sealed class HeldImage(SandboxImage image, CacheLock? hold) : IDisposable
+{
+    public SandboxImage Image { get; } = image;
+
+    public void Dispose() => hold?.Dispose();
+}
+
+/// <summary>
 /// Turns an image name into a sandbox base: the built-in image from the module's layer tar, an OCI
 /// image from its registry through the layer cache. Each base is built once, named by the layer
 /// tar's or the manifest's digest, so every sandbox of one image shares one file. Also lists, pulls
@@ -134,7 +145,8 @@ public sealed class ImageStore
         {
             BuiltBase = File.Exists(BasePathOf(digest)) ? null : digest,
         };
-        return await AddToCacheAsync<IReadOnlyList<SandboxImageInfo>>(cache, added, progress, async () =>
+        (IReadOnlyList<SandboxImageInfo> imported, _) = await AddToCacheAsync<IReadOnlyList<SandboxImageInfo>>(
+            cache, added, progress, keep: false, async () =>
         {
             await image.StoreAsync(archive, cache, layers, added.Published, cancellationToken)
                 .ConfigureAwait(false);
@@ -161,6 +173,7 @@ public sealed class ImageStore
 
             return [.. image.Names.Select(name => Describe(cache, cache.FindReference(name)!))];
         }, cancellationToken).ConfigureAwait(false);
+        return imported;
     }
 
     /// <summary>
@@ -177,8 +190,9 @@ public sealed class ImageStore
         var cache = LayerCache.ForHome(_home);
 
         // Alone in the cache before the checks: a pull in progress finishes first, so the checks see
-        // what it recorded, and no pull is then between finding a blob cached and recording it.
-        // A New-Sandbox between its pull and its sandbox record escapes ImageInUse and loses its base.
+        // what it recorded, and no pull is then between finding a blob cached and recording it. A
+        // New-Sandbox holds the lock shared from its pull until its sandbox record is in
+        // (ResolveAndHoldAsync), so the users listed below include it.
         using CacheLock alone = CacheLock.Take(cache, exclusive: true, progress);
         CachedReference entry = cache.FindReference(reference)
             ?? throw new SandboxException("ImageNotFound", SandboxErrorKind.NotFound,
@@ -225,11 +239,38 @@ public sealed class ImageStore
         IProgress<LayerProgress>? layers,
         CancellationToken cancellationToken)
     {
+        using HeldImage held = await ResolveAsync(image, policy, progress, layers, hold: false, cancellationToken)
+            .ConfigureAwait(false);
+        return held.Image;
+    }
+
+    /// <summary>
+    /// Resolves an image as <see cref="ResolveAsync(string, PullPolicy, IProgress{SandboxMessage},
+    /// IProgress{LayerProgress}, CancellationToken)"/> does, and keeps the cache lock held shared
+    /// until the result is disposed: New-Sandbox holds it until its sandbox record is in, so an
+    /// image removal either waits for the record (and refuses with ImageInUse) or came first.
+    /// </summary>
+    internal Task<HeldImage> ResolveAndHoldAsync(
+        string image,
+        PullPolicy policy,
+        IProgress<SandboxMessage>? progress,
+        IProgress<LayerProgress>? layers,
+        CancellationToken cancellationToken) =>
+        ResolveAsync(image, policy, progress, layers, hold: true, cancellationToken);
+
+    private async Task<HeldImage> ResolveAsync(
+        string image,
+        PullPolicy policy,
+        IProgress<SandboxMessage>? progress,
+        IProgress<LayerProgress>? layers,
+        bool hold,
+        CancellationToken cancellationToken)
+    {
         if (image == SandboxOptions.DefaultImage)
         {
             string path = await RootDisks.DefaultImageAsync(_home, _assets, progress, cancellationToken)
                 .ConfigureAwait(false);
-            return new SandboxImage(image, path, null);
+            return new HeldImage(new SandboxImage(image, path, null), null);
         }
 
         if (LooksLikePath(image))
@@ -244,7 +285,7 @@ public sealed class ImageStore
                 DiskImage disk = await DiskImage.InspectAsync(path, cancellationToken).ConfigureAwait(false);
                 progress?.Report(new(SandboxMessageLevel.Verbose, $"'{path}' is a {disk.Format} disk image"
                     + (disk.Partition is int n ? $" with its root in partition {n}." : ".")));
-                return new SandboxImage(path, path, null, disk);
+                return new HeldImage(new SandboxImage(path, path, null, disk), null);
             }
 
             if (!Directory.Exists(path))
@@ -253,13 +294,13 @@ public sealed class ImageStore
                     $"There is no root folder or disk image at '{path}'.", image);
             }
 
-            return new SandboxImage(path, path, null);
+            return new HeldImage(new SandboxImage(path, path, null), null);
         }
 
         ImageReference reference = ImageReference.Parse(image);
         var cache = LayerCache.ForHome(_home);
         var added = new CacheAdditions();
-        return await AddToCacheAsync(cache, added, progress, async () =>
+        (SandboxImage resolved, CacheLock? kept) = await AddToCacheAsync(cache, added, progress, hold, async () =>
         {
             PulledImage? pulled = policy == PullPolicy.Always
                 ? null
@@ -297,6 +338,7 @@ public sealed class ImageStore
 
             return new SandboxImage(reference.ToString(), basePath, pulled.Config);
         }, cancellationToken).ConfigureAwait(false);
+        return new HeldImage(resolved, kept);
     }
 
     // The image's EROFS base, built from its cached layers unless it exists.
@@ -328,19 +370,24 @@ public sealed class ImageStore
 
     // Runs a pull or an import holding the cache shared. When it fails after adding something, the
     // additions are taken back holding the cache alone: taking blobs back is a removal, so it waits
-    // for the pulls that might be using them.
-    private async Task<T> AddToCacheAsync<T>(
+    // for the pulls that might be using them. With keep, a success hands the shared lock to the
+    // caller instead of letting it go.
+    private async Task<(T Result, CacheLock? Held)> AddToCacheAsync<T>(
         LayerCache cache,
         CacheAdditions added,
         IProgress<SandboxMessage>? progress,
+        bool keep,
         Func<Task<T>> work,
         CancellationToken cancellationToken)
     {
         CacheLock held = await CacheLock.TakeAsync(cache, exclusive: false, progress, cancellationToken)
             .ConfigureAwait(false);
+        bool handedOver = false;
         try
         {
-            return await work().ConfigureAwait(false);
+            T result = await work().ConfigureAwait(false);
+            handedOver = keep;
+            return (result, keep ? held : null);
         }
         catch when (added.Any)
         {
@@ -351,7 +398,10 @@ public sealed class ImageStore
         }
         finally
         {
-            held.Dispose();
+            if (!handedOver)
+            {
+                held.Dispose();
+            }
         }
     }
 

@@ -80,10 +80,17 @@ public sealed partial class SandboxEngine
         Assets.EnsurePresent();
         Qemu qemu = Qemu.Require();
 
-        // The image comes first: a pull that fails leaves no sandbox record behind.
-        SandboxImage image = await _images
-            .ResolveAsync(imageName, options.PullPolicy, progress, layers, cancellationToken)
+        // Held until the new sandbox is up or gone again; a session that creates or replaces the
+        // same name at once waits, then finds the name taken. Taken before the cache lock below,
+        // as a start takes them, so that the two locks are always taken in one order.
+        using FileStream locked = await LockAsync(name, progress, cancellationToken).ConfigureAwait(false);
+
+        // The image comes first: a pull that fails leaves no sandbox record behind. The cache stays
+        // held shared until the record is in, so an image removal sees this sandbox using it.
+        using HeldImage held = await _images
+            .ResolveAndHoldAsync(imageName, options.PullPolicy, progress, layers, cancellationToken)
             .ConfigureAwait(false);
+        SandboxImage image = held.Image;
         var environment = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (string pair in image.Config?.Env ?? [])
         {
@@ -116,9 +123,6 @@ public sealed partial class SandboxEngine
             labels[key] = value;
         }
 
-        // Held until the new sandbox is up or gone again; a session that creates or replaces
-        // the same name at once waits, then finds the name taken.
-        using FileStream held = await LockAsync(name, progress, cancellationToken).ConfigureAwait(false);
         if (options.Replace && _store.Find(name) is { } existing)
         {
             progress?.Report(new(SandboxMessageLevel.Verbose, $"Replacing sandbox '{name}'."));
@@ -159,6 +163,7 @@ public sealed partial class SandboxEngine
                 $"A sandbox named '{name}' already exists. Use -Replace to replace it.", name);
         }
 
+        held.Dispose();
         try
         {
             SandboxHome.CreatePrivateDirectory(record.Directory);

@@ -23,7 +23,7 @@ public sealed class RemoveSandboxCommand : SandboxTargetCmdlet
     {
         foreach (Sandbox target in Targets())
         {
-            if (Confirmed(target.Name))
+            if (ShouldProcessUnlessForced(Force, target.Name, "Remove sandbox"))
             {
                 Enqueue(target);
             }
@@ -38,17 +38,4 @@ public sealed class RemoveSandboxCommand : SandboxTargetCmdlet
             await Engine.RemoveAsync(s.Name, Force, progress, token).ConfigureAwait(false);
             return null;
         });
-
-    /// <summary>
-    /// -Force skips the prompt, unless -Confirm or -WhatIf was asked for explicitly; -WhatIf in
-    /// effect from a caller ($WhatIfPreference, a function called with -WhatIf) is still honoured,
-    /// so a dry run never removes anything.
-    /// </summary>
-    private bool Confirmed(string name)
-    {
-        bool asked = MyInvocation.BoundParameters.ContainsKey("Confirm")
-            || MyInvocation.BoundParameters.ContainsKey("WhatIf");
-        bool dryRun = LanguagePrimitives.IsTrue(SessionState.PSVariable.GetValue("WhatIfPreference"));
-        return (Force && !asked && !dryRun) || ShouldProcess(name, "Remove sandbox");
-    }
 }

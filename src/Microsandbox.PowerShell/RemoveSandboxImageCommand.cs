@@ -35,7 +35,7 @@ public sealed class RemoveSandboxImageCommand : SandboxCmdlet
         List<SandboxImageInfo> targets = [.. ResolveImages(Name)];
         foreach (SandboxImageInfo image in targets)
         {
-            if (!Confirmed(image.Reference))
+            if (!ShouldProcessUnlessForced(Force, image.Reference, "Remove image"))
             {
                 continue;
             }
@@ -53,13 +53,5 @@ public sealed class RemoveSandboxImageCommand : SandboxCmdlet
                 WriteSandboxError(ex);
             }
         }
-    }
-
-    /// <summary>-Force skips the prompt, unless -Confirm or -WhatIf was asked for explicitly.</summary>
-    private bool Confirmed(string reference)
-    {
-        bool asked = MyInvocation.BoundParameters.ContainsKey("Confirm")
-            || MyInvocation.BoundParameters.ContainsKey("WhatIf");
-        return (Force && !asked) || ShouldProcess(reference, "Remove image");
     }
 }

@@ -138,6 +138,20 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
         return record;
     }
 
+    /// <summary>
+    /// ShouldProcess for a destructive action whose -Force skips the prompt: with
+    /// <paramref name="force"/>, the action goes ahead unasked unless -Confirm or -WhatIf is given
+    /// on this call, or a caller's dry run is in effect ($WhatIfPreference, a function called with
+    /// -WhatIf), which is still honoured, so a dry run never destroys anything.
+    /// </summary>
+    protected bool ShouldProcessUnlessForced(bool force, string target, string action)
+    {
+        bool asked = MyInvocation.BoundParameters.ContainsKey("Confirm")
+            || MyInvocation.BoundParameters.ContainsKey("WhatIf");
+        bool dryRun = LanguagePrimitives.IsTrue(SessionState.PSVariable.GetValue("WhatIfPreference"));
+        return (force && !asked && !dryRun) || ShouldProcess(target, action);
+    }
+
     /// <summary>Writes a non-terminating error for one failed item.</summary>
     protected void WriteSandboxError(SandboxException exception) => WriteError(ToErrorRecord(exception));
 

@@ -127,8 +127,14 @@ Describe 'Image cmdlets' -Tag Images {
         Get-ChildItem "$script:Cache/incoming" -File | Should -BeNullOrEmpty
     }
 
-    It 'keeps an image under -WhatIf' {
+    It 'keeps an image under -WhatIf, also from a caller and with -Force' {
         Remove-SandboxImage -Name $script:Image -WhatIf
+        & { $WhatIfPreference = $true; Remove-SandboxImage -Name $script:Image -Force }
+        function Remove-Through {
+            [CmdletBinding(SupportsShouldProcess)] param()
+            Remove-SandboxImage -Name $script:Image -Force
+        }
+        Remove-Through -WhatIf
         Get-SandboxImage -Name $script:Image | Should -Not -BeNullOrEmpty
     }
 
