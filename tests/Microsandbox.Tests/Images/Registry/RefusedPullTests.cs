@@ -34,6 +34,7 @@ public sealed class RefusedPullTests : IClassFixture<OpenRegistryFixture>, IDisp
         { "tar-cut-in-file-data", "LayerCorrupt" },
         { "plain-tar-cut-in-file-data", "LayerCorrupt" },
         { "gzip-cut-in-half", "LayerCorrupt" },
+        { "gzip-crc-wrong", "LayerCorrupt" },
     };
 
     private static byte[] TarOf(string kind)
@@ -69,6 +70,10 @@ public sealed class RefusedPullTests : IClassFixture<OpenRegistryFixture>, IDisp
         // Half of big's data: the end-of-archive blocks (1 KiB) and the last 4 KiB of it go.
         byte[] cut = whole[..(whole.Length - 1024 - 4096)];
         byte[] gzip = TestImage.Gzip(whole);
+
+        // The trailer is CRC-32 then length, 4 bytes each: the tar inflates whole, its CRC is wrong.
+        byte[] wrongCrc = (byte[])gzip.Clone();
+        wrongCrc[^8] ^= 0xff;
         return kind switch
         {
             "tar-cut-in-file-data" => new TestLayer(TestImage.Gzip(cut), cut, ImageMediaTypes.OciLayerGzip),
@@ -76,6 +81,7 @@ public sealed class RefusedPullTests : IClassFixture<OpenRegistryFixture>, IDisp
 
             // The gzip header and half the deflate stream; no end, no trailer.
             "gzip-cut-in-half" => new TestLayer(gzip[..(gzip.Length / 2)], whole, ImageMediaTypes.OciLayerGzip),
+            "gzip-crc-wrong" => new TestLayer(wrongCrc, whole, ImageMediaTypes.OciLayerGzip),
             _ => new TestLayer(TestImage.Gzip(TarOf(kind)), TarOf(kind), ImageMediaTypes.OciLayerGzip),
         };
     }
