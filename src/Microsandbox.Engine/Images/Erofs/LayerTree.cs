@@ -179,6 +179,7 @@ internal sealed class LayerTree : IDisposable
 
                 if (next is not var (entry, xattrs))
                 {
+                    await DrainAsync(tar, layerName, cancellationToken).ConfigureAwait(false);
                     return changes;
                 }
 
@@ -188,6 +189,21 @@ internal sealed class LayerTree : IDisposable
                     changes.Add(change);
                 }
             }
+        }
+    }
+
+    // Reads what follows the end-of-archive blocks: a compressed layer checks its trailer (gzip's
+    // CRC-32 and length) only when read to its end, and TarReader stops at those blocks.
+    private static async Task DrainAsync(Stream tar, string layerName, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await tar.CopyToAsync(Stream.Null, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception exception) when (IsFormatError(exception))
+        {
+            throw Corrupt(layerName,
+                $"The layer {layerName} is corrupt after its tar's end: {exception.Message}", exception);
         }
     }
 

@@ -28,8 +28,13 @@ public sealed class RefusedPullTests : IClassFixture<OpenRegistryFixture>, IDisp
     public static TheoryData<string, string> Refusals => new()
     {
         { "escape", "LayerPathEscapes" },
+        { "absolute", "LayerPathEscapes" },
         { "not-a-tar", "LayerCorrupt" },
         { "through-symlink", "LayerPathThroughSymlink" },
+        { "tar-cut-in-file-data", "LayerCorrupt" },
+        { "plain-tar-cut-in-file-data", "LayerCorrupt" },
+        { "gzip-cut-in-half", "LayerCorrupt" },
+        { "gzip-crc-wrong", "LayerCorrupt" },
     };
 
     private static byte[] TarOf(string kind)
@@ -39,9 +44,45 @@ public sealed class RefusedPullTests : IClassFixture<OpenRegistryFixture>, IDisp
         return kind switch
         {
             "escape" => new LayerTar().File("fine", "ok").File("../evil", "evil").ToArray(),
+            "absolute" => new LayerTar().File("fine", "ok").File("/etc/evil", "evil").ToArray(),
             "not-a-tar" => garbage,
             "through-symlink" => new LayerTar().Symlink("lnk", "/etc").File("lnk/passwd", "x").ToArray(),
             _ => throw new ArgumentOutOfRangeException(nameof(kind)),
+        };
+    }
+
+    /// <summary>
+    /// A tar whose last file has 8 KiB of random data, so that neither gzip shrinks it nor a cut
+    /// in its middle lands on an entry boundary.
+    /// </summary>
+    private static byte[] TarWithBigFile()
+    {
+        byte[] data = new byte[8192];
+        new Random(13).NextBytes(data);
+        return new LayerTar().File("fine", "ok").File("big", data).ToArray();
+    }
+
+    /// <summary>The bad layer as pushed: the blob matches its digest, whatever is wrong inside it.</summary>
+    private static TestLayer LayerOf(string kind)
+    {
+        byte[] whole = TarWithBigFile();
+
+        // Half of big's data: the end-of-archive blocks (1 KiB) and the last 4 KiB of it go.
+        byte[] cut = whole[..(whole.Length - 1024 - 4096)];
+        byte[] gzip = TestImage.Gzip(whole);
+
+        // The trailer is CRC-32 then length, 4 bytes each: the tar inflates whole, its CRC is wrong.
+        byte[] wrongCrc = (byte[])gzip.Clone();
+        wrongCrc[^8] ^= 0xff;
+        return kind switch
+        {
+            "tar-cut-in-file-data" => new TestLayer(TestImage.Gzip(cut), cut, ImageMediaTypes.OciLayerGzip),
+            "plain-tar-cut-in-file-data" => new TestLayer(cut, cut, ImageMediaTypes.OciLayer),
+
+            // The gzip header and half the deflate stream; no end, no trailer.
+            "gzip-cut-in-half" => new TestLayer(gzip[..(gzip.Length / 2)], whole, ImageMediaTypes.OciLayerGzip),
+            "gzip-crc-wrong" => new TestLayer(wrongCrc, whole, ImageMediaTypes.OciLayerGzip),
+            _ => new TestLayer(TestImage.Gzip(TarOf(kind)), TarOf(kind), ImageMediaTypes.OciLayerGzip),
         };
     }
 
@@ -62,8 +103,7 @@ public sealed class RefusedPullTests : IClassFixture<OpenRegistryFixture>, IDisp
         string[] bases = Directory.GetFiles(Path.Join(_home.CacheDirectory, "images"));
 
         // The good image's layer and config under the bad layer: those stay, as the good image has them.
-        byte[] tar = TarOf(kind);
-        var bad = new TestLayer(TestImage.Gzip(tar), tar, ImageMediaTypes.OciLayerGzip);
+        TestLayer bad = LayerOf(kind);
         TestImage refused = good.WithLayers(good.Layers[0], bad);
         string name = $"{host}/refused/{kind}:1";
         await _registry.Server.SetUpAsync("Pushing the refused image",

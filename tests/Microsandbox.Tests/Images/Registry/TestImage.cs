@@ -126,23 +126,38 @@ internal sealed class TestImage
     /// Pushes each image by digest and then an OCI index of them under <paramref name="reference"/>'s
     /// tag; returns the index as pushed.
     /// </summary>
+    public static Task<byte[]> PushIndexAsync(
+        RegistryClient client, ImageReference reference, params TestImage[] images) =>
+        PushIndexAsync(client, reference, ImageMediaTypes.OciIndex, images);
+
+    /// <summary>
+    /// Pushes each image by digest and then an index of them of <paramref name="mediaType"/> (an
+    /// OCI index or a Docker manifest list) under <paramref name="reference"/>'s tag; returns the
+    /// index as pushed.
+    /// </summary>
     public static async Task<byte[]> PushIndexAsync(
-        RegistryClient client, ImageReference reference, params TestImage[] images)
+        RegistryClient client, ImageReference reference, string mediaType, params TestImage[] images)
     {
         foreach (TestImage image in images)
         {
             await image.PushAsync(client, reference.WithDigest(image.ManifestDigest));
         }
 
-        byte[] json = IndexOf(images);
-        await client.PushManifestAsync(reference, ImageMediaTypes.OciIndex, json, CancellationToken.None);
+        byte[] json = IndexOf(mediaType, images);
+        await client.PushManifestAsync(reference, mediaType, json, CancellationToken.None);
         return json;
     }
 
     /// <summary>An OCI index of the images, each entry with its platform.</summary>
-    public static byte[] IndexOf(params TestImage[] images) => new ImageIndex
+    public static byte[] IndexOf(params TestImage[] images) => IndexOf(ImageMediaTypes.OciIndex, images);
+
+    /// <summary>
+    /// An index of the images of <paramref name="mediaType"/>, each entry with its platform, in
+    /// the order given.
+    /// </summary>
+    public static byte[] IndexOf(string mediaType, params TestImage[] images) => new ImageIndex
     {
-        MediaType = ImageMediaTypes.OciIndex,
+        MediaType = mediaType,
         Manifests = [.. images.Select(image => new OciDescriptor
         {
             MediaType = image.ManifestMediaType,
