@@ -471,7 +471,7 @@ public sealed partial class SandboxEngine
             ? TimeSpan.FromMilliseconds(ms)
             : TimeSpan.FromSeconds(accel.IsEmulated ? 120 : 30);
         string dir = record.Directory;
-        foreach (string stale in new[] { "status.json", "runtime.sock", "agent.sock", "console.log" })
+        foreach (string stale in new[] { "status.json", "runtime.sock", "runtime.sock.new", "agent.sock", "console.log" })
         {
             File.Delete(Path.Join(dir, stale));
         }

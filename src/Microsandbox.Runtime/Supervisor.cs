@@ -294,13 +294,19 @@ internal sealed class Supervisor : IDisposable
 
     private Socket Listen()
     {
+        // Clients take the socket's path as the sign that the runtime listens, but bind makes the
+        // path before listen is called, and a connect in between is refused. So the socket is bound
+        // under another name and renamed into place once it listens: a rename keeps the binding.
+        string bound = _spec.ControlSocketPath + ".new";
         File.Delete(_spec.ControlSocketPath);
+        File.Delete(bound);
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        socket.Bind(new UnixDomainSocketEndPoint(_spec.ControlSocketPath));
+        socket.Bind(new UnixDomainSocketEndPoint(bound));
 
         // The sandbox folder is 0700 already; the socket's own mode says the same thing twice.
-        File.SetUnixFileMode(_spec.ControlSocketPath, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        File.SetUnixFileMode(bound, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         socket.Listen(64);
+        File.Move(bound, _spec.ControlSocketPath);
         return socket;
     }
 
