@@ -114,6 +114,37 @@ public static class SandboxRules
         return new LabelSelector(key, eq < 0 ? null : term[(eq + 1)..]);
     }
 
+    /// <summary>
+    /// Parses the terms of a label selector as a cmdlet's <c>-Label</c> takes them: every string may
+    /// hold several terms joined by commas (<c>'app=engine,tier=web'</c>, as a CI variable carries
+    /// them), each read by <see cref="ParseSelector"/>. A value cannot hold a comma here; such a
+    /// label is selected by its key alone.
+    /// </summary>
+    public static IReadOnlyList<LabelSelector> ParseSelectors(IEnumerable<string> terms)
+    {
+        ArgumentNullException.ThrowIfNull(terms);
+        var selectors = new List<LabelSelector>();
+        foreach (string text in terms)
+        {
+            ArgumentNullException.ThrowIfNull(text);
+            foreach (string term in text.Split(','))
+            {
+                try
+                {
+                    selectors.Add(ParseSelector(term));
+                }
+                catch (SandboxException) when (term != text)
+                {
+                    throw new SandboxException("InvalidLabelSelector", SandboxErrorKind.InvalidArgument,
+                        $"'{text}' is not a label selector: its term '{term}' is malformed; use key=value or key, "
+                        + "with no spaces around the key, and commas only between terms.", text);
+                }
+            }
+        }
+
+        return selectors;
+    }
+
     /// <summary>Parses a label argument: <c>key=value</c>, or <c>key</c> for a valueless label.</summary>
     public static KeyValuePair<string, string> ParseLabel(string text)
     {

@@ -249,17 +249,14 @@ public abstract class SandboxCmdlet : PSCmdlet, IDisposable
     protected IReadOnlyList<Sandbox> ResolveLabels(IEnumerable<string> selector)
     {
         ArgumentNullException.ThrowIfNull(selector);
-        var terms = new List<LabelSelector>();
-        foreach (string term in selector)
+        IReadOnlyList<LabelSelector> terms = [];
+        try
         {
-            try
-            {
-                terms.Add(SandboxRules.ParseSelector(term));
-            }
-            catch (SandboxException ex)
-            {
-                ThrowSandboxError(ex);
-            }
+            terms = SandboxRules.ParseSelectors(selector);
+        }
+        catch (SandboxException ex)
+        {
+            ThrowSandboxError(ex);
         }
 
         return Engine.List(terms);

@@ -174,6 +174,30 @@ public sealed class SandboxRulesTests
     }
 
     [Fact]
+    public void ParseSelectors_splits_comma_joined_terms_and_keeps_separate_ones()
+    {
+        IReadOnlyList<LabelSelector> selectors = SandboxRules.ParseSelectors(["app=engine,tier=web", "gpu"]);
+
+        Assert.Equal(
+            [new LabelSelector("app", "engine"), new LabelSelector("tier", "web"), new LabelSelector("gpu", null)],
+            selectors);
+    }
+
+    [Theory]
+    [InlineData("app=engine,")]
+    [InlineData(",app=engine")]
+    [InlineData("app=engine,,tier=web")]
+    [InlineData("app=engine, tier=web")]
+    public void ParseSelectors_refuses_an_empty_or_spaced_term_naming_the_whole_argument(string text)
+    {
+        var ex = Assert.Throws<SandboxException>(() => SandboxRules.ParseSelectors([text]));
+
+        Assert.Equal("InvalidLabelSelector", ex.ErrorId);
+        Assert.Equal(SandboxErrorKind.InvalidArgument, ex.Kind);
+        Assert.Equal(text, ex.Target);
+    }
+
+    [Fact]
     public void A_key_only_selector_matches_any_value_of_the_key()
     {
         LabelSelector selector = SandboxRules.ParseSelector("env");
