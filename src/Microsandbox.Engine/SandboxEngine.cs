@@ -126,7 +126,8 @@ public sealed partial class SandboxEngine
         if (options.Replace && _store.Find(name) is { } existing)
         {
             progress?.Report(new(SandboxMessageLevel.Verbose, $"Replacing sandbox '{name}'."));
-            await StopRecordAsync(Reconcile(existing), existing, options.ReplaceTimeout, "replaced", cancellationToken)
+            await StopRecordAsync(
+                    Reconcile(existing), existing, options.ReplaceTimeout, "replaced", progress, cancellationToken)
                 .ConfigureAwait(false);
             Delete(existing);
         }
@@ -191,7 +192,8 @@ public sealed partial class SandboxEngine
             // A sandbox that failed to set up is not kept half-made: its VM goes with its record.
             try
             {
-                await StopRecordAsync(Reconcile(record), record, TimeSpan.Zero, "setup failed", CancellationToken.None)
+                await StopRecordAsync(
+                        Reconcile(record), record, TimeSpan.Zero, "setup failed", null, CancellationToken.None)
                     .ConfigureAwait(false);
             }
             finally
@@ -228,7 +230,7 @@ public sealed partial class SandboxEngine
     {
         using FileStream held = await LockExistingAsync(name, progress, cancellationToken).ConfigureAwait(false);
         SandboxRecord record = FindRecord(name);
-        await StopRecordAsync(Reconcile(record), record, timeout, "restarted", cancellationToken)
+        await StopRecordAsync(Reconcile(record), record, timeout, "restarted", progress, cancellationToken)
             .ConfigureAwait(false);
         return await StartRecordAsync(record, progress, cancellationToken).ConfigureAwait(false);
     }
@@ -283,7 +285,7 @@ public sealed partial class SandboxEngine
     {
         using FileStream held = await LockExistingAsync(name, progress, cancellationToken).ConfigureAwait(false);
         SandboxRecord record = FindRecord(name);
-        await StopRecordAsync(Reconcile(record), record, timeout, "stopped by request", cancellationToken)
+        await StopRecordAsync(Reconcile(record), record, timeout, "stopped by request", progress, cancellationToken)
             .ConfigureAwait(false);
         return Reconcile(record);
     }
@@ -338,7 +340,8 @@ public sealed partial class SandboxEngine
                     $"The sandbox '{name}' is {current.State}. Stop it first, or use -Force.", name);
             }
 
-            await StopRecordAsync(current, record, TimeSpan.Zero, "removed", cancellationToken).ConfigureAwait(false);
+            await StopRecordAsync(current, record, TimeSpan.Zero, "removed", progress, cancellationToken)
+                .ConfigureAwait(false);
         }
 
         Delete(record);
@@ -698,15 +701,24 @@ public sealed partial class SandboxEngine
     }
 
     private async Task StopRecordAsync(
-        Sandbox current, SandboxRecord record, TimeSpan timeout, string reason, CancellationToken cancellationToken)
+        Sandbox current,
+        SandboxRecord record,
+        TimeSpan timeout,
+        string reason,
+        IProgress<SandboxMessage>? progress,
+        CancellationToken cancellationToken)
     {
         if (!IsLive(current.State) || record.RuntimePid is not int pid)
         {
             return;
         }
 
-        if (current.State == SandboxState.Running && timeout > TimeSpan.Zero)
+        bool graceful = current.State == SandboxState.Running && timeout > TimeSpan.Zero;
+        if (graceful)
         {
+            progress?.Report(new(SandboxMessageLevel.Verbose,
+                $"Asking the guest of '{record.Name}' to shut down; the VM is killed if it has not "
+                + $"within {timeout.TotalSeconds:0.###} s."));
             try
             {
                 await using var connection = await SandboxConnection.ConnectAsync(
@@ -727,8 +739,13 @@ public sealed partial class SandboxEngine
             }
         }
 
-        if (RuntimeAlive(pid, record))
+        bool killed = RuntimeAlive(pid, record);
+        if (killed)
         {
+            progress?.Report(new(SandboxMessageLevel.Verbose, graceful
+                ? $"Killing the VM of '{record.Name}': its runtime (pid {pid}) has not exited in time."
+                : $"Killing the VM of '{record.Name}' at once (runtime pid {pid}), with no graceful shutdown."));
+
             // Killing the runtime kills its VMM through the parent-death signal.
             try
             {
@@ -750,7 +767,9 @@ public sealed partial class SandboxEngine
         record.RuntimePid = null;
         record.AttachedPid = null;
         record.Reason = RuntimeStatus.Load(StatusFile(record)) is { State: "Stopped" } status
-            ? status.Reason : reason;
+            ? status.Reason
+            : killed ? $"{reason} (killed{(graceful ? " after the stop timeout" : " at once, with no graceful shutdown")})"
+            : reason;
         _store.UpdateState(record);
     }
 

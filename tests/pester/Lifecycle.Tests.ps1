@@ -121,14 +121,17 @@ Describe 'State-changing cmdlets' -Tag VM {
         }
     }
 
-    It 'restarts a sandbox with its files kept, and a name that matches nothing is an error of its own' {
+    It 'restarts sandboxes by a comma-joined selector with their files kept; a name that matches nothing is an error of its own' {
         Invoke-SandboxCommand -Name life -Command 'echo kept > /root/kept' -ErrorAction Stop
         $before = Get-Sandbox -Name life
-        $r = Invoke-Captured { Restart-Sandbox -Name life, nothing-here -PassThru -WarningAction SilentlyContinue }
+        $r = Invoke-Captured { Restart-Sandbox -Label 'app=engine,tier=web' -PassThru -WarningAction SilentlyContinue }
+        $r.Errors | Should -BeNullOrEmpty
         $r.Output.Name | Should -Be 'life'
         $r.Output.State | Should -Be 'Running'
         $r.Output.RuntimePid | Should -Not -Be $before.RuntimePid
         $r.Output.StartedAt | Should -BeGreaterThan $before.StartedAt
+        $r = Invoke-Captured { Restart-Sandbox -Name nothing-here -PassThru }
+        $r.Output | Should -BeNullOrEmpty
         $r.Errors | Should -HaveCount 1
         Get-ErrorId $r.Errors[0] | Should -Be 'SandboxNotFound'
         $r.Errors[0].TargetObject | Should -Be 'nothing-here'
@@ -299,11 +302,34 @@ Describe 'Fleets' -Tag VM {
         $running = Get-Sandbox -Label fleet=bulk
         $running | Should -HaveCount 8
         $running.State | Sort-Object -Unique | Should -Be 'Running'
-        $stopped = Get-Sandbox -Label fleet=bulk | Stop-Sandbox -PassThru
+        # Two frozen VMMs never power off, so each stays Stopping for its whole -Timeout: seeing both
+        # Stopping at once shows the stops overlap, where one after another could never show it.
+        $frozen = 'fleet-1', 'fleet-8' | ForEach-Object {
+            (Get-Content (Join-Path (Get-Sandbox -Name $_).Directory 'status.json') -Raw | ConvertFrom-Json).vmmPid
+        }
+        & kill -STOP @frozen
+        $ps = [powershell]::Create()
+        try {
+            $null = $ps.AddCommand('Import-Module').AddParameter('Name', $env:MSB_TEST_MODULE_PATH).AddStatement()
+            $null = $ps.AddScript('Get-Sandbox -Label fleet=bulk | Stop-Sandbox -Timeout 8 -PassThru')
+            $async = $ps.BeginInvoke()
+            Wait-Until { @(Get-Sandbox -Name fleet-1, fleet-8 | Where-Object State -EQ 'Stopping').Count -eq 2 } 30
+            $stopped = $ps.EndInvoke($async)
+            $ps.Streams.Error | Should -BeNullOrEmpty
+        }
+        finally {
+            $ps.Dispose()
+        }
+
         $stopped | Should -HaveCount 8
         ($stopped.Name | Sort-Object) | Should -Be ($running.Name | Sort-Object)
         $stopped.State | Sort-Object -Unique | Should -Be 'Stopped'
+        foreach ($s in $stopped) {
+            $s.Reason | Should -Be ($s.Name -in 'fleet-1', 'fleet-8' ?
+                'stopped by request (killed after the stop timeout)' : 'stopped by request')
+        }
         foreach ($s in $running) { Test-ProcessRunning $s.RuntimePid | Should -BeFalse }
+        foreach ($vmm in $frozen) { Test-ProcessRunning $vmm | Should -BeFalse }
     }
 
     It 'waits for stopped sandboxes by wildcard, label and pipeline, returning at once' {
@@ -338,7 +364,15 @@ Describe 'Fleets' -Tag VM {
         $started = Get-Sandbox -Label fleet=bulk | Start-Sandbox -PassThru -WarningAction SilentlyContinue
         $started | Should -HaveCount 8
         $started.State | Sort-Object -Unique | Should -Be 'Running'
-        Stop-Sandbox -Name 'fleet-[1-4]' -Force
+        $killed = Stop-Sandbox -Name 'fleet-[1-4]' -Force -PassThru -Verbose 4>&1
+        ($killed | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message |
+            Should -Contain "Killing the VM of 'fleet-2' at once (runtime pid $(($started | Where-Object Name -EQ 'fleet-2').RuntimePid)), with no graceful shutdown."
+        $killed = $killed | Where-Object { $_ -isnot [System.Management.Automation.VerboseRecord] }
+        $killed | Should -HaveCount 4
+        $killed.Reason | Sort-Object -Unique | Should -Be 'stopped by request (killed at once, with no graceful shutdown)'
+
+        Start-Sandbox -Name 'fleet-[1-4]' -WhatIf
+        (Get-Sandbox -Name 'fleet-[1-4]').State | Sort-Object -Unique | Should -Be 'Stopped'
 
         $r = Invoke-Captured { Remove-Sandbox -Label fleet=bulk -Confirm:$false }
         $r.Errors | Should -HaveCount 4
@@ -367,8 +401,12 @@ Describe 'Fleets' -Tag VM {
     It 'replaces a running sandbox after a graceful stop, with a new root' {
         $old = Get-Sandbox -Name race
         Invoke-SandboxCommand -Name race -Command 'echo old > /root/mark' -ErrorAction Stop
-        $new = New-Sandbox -Name race -Replace -ReplaceTimeout 20 -MemoryMB 128 -Label @{ gen = '2' } `
-            -WarningAction SilentlyContinue -ErrorAction Stop
+        $made = New-Sandbox -Name race -Replace -ReplaceTimeout 20 -MemoryMB 128 -Label @{ gen = '2' } `
+            -WarningAction SilentlyContinue -ErrorAction Stop -Verbose 4>&1
+        $said = ($made | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message
+        $said | Should -Contain "Asking the guest of 'race' to shut down; the VM is killed if it has not within 20 s."
+        $said | Where-Object { $_ -like 'Killing the VM*' } | Should -BeNullOrEmpty
+        $new = $made | Where-Object { $_ -isnot [System.Management.Automation.VerboseRecord] }
         $new.Id | Should -Not -Be $old.Id
         $new.State | Should -Be 'Running'
         $new.Labels['gen'] | Should -Be '2'

@@ -202,8 +202,11 @@ Get-Sandbox -Name multi | Remove-Sandbox -Force
         $r.Errors[0].TargetObject | Should -Be 'demo'
         (Get-Sandbox -Name demo).Id | Should -Be $old.Id
 
-        $new = New-Sandbox -Name demo -Replace -ReplaceTimeout 0 -Shell /bin/ash -WarningAction SilentlyContinue `
-            -ErrorAction Stop
+        $made = New-Sandbox -Name demo -Replace -ReplaceTimeout 0 -Shell /bin/ash -WarningAction SilentlyContinue `
+            -ErrorAction Stop -Verbose 4>&1
+        ($made | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }).Message |
+            Should -Contain "Killing the VM of 'demo' at once (runtime pid $($old.RuntimePid)), with no graceful shutdown."
+        $new = $made | Where-Object { $_ -isnot [System.Management.Automation.VerboseRecord] }
         $new.Id | Should -Not -Be $old.Id
         $new.State | Should -Be 'Running'
         $new.Shell | Should -Be '/bin/ash'
@@ -235,8 +238,13 @@ Get-Sandbox -Name multi | Remove-Sandbox -Force
         Test-ProcessRunning $vmm | Should -BeFalse
         $crashed = Get-Sandbox -Name demo
         $crashed.State | Should -Be 'Crashed'
-        $crashed.Reason | Should -Not -BeNullOrEmpty
+        $crashed.Reason | Should -Be 'The sandbox runtime process ended unexpectedly (it was killed or crashed).'
         $crashed.RuntimePid | Should -BeNullOrEmpty
+
+        $again = Start-Sandbox -Name demo -PassThru -WarningAction SilentlyContinue -ErrorAction Stop
+        $again.State | Should -Be 'Running'
+        $again.Reason | Should -BeNullOrEmpty
+        Invoke-SandboxCommand -Name demo -Command 'echo $0' | Should -Be '/bin/ash'
     }
 
     It 'leaves no QEMU behind once every sandbox is removed' {
