@@ -464,12 +464,23 @@ public sealed class InvokeSandboxCommandCommand : SandboxCmdlet
                 _cmdlet.WriteObject(new SandboxCommandResult(
                     _cmdlet.Name, Display, code, _stdout.Text, _stderr.Text, _started, _clock.Elapsed));
             }
+            else if (code == ShellCommandNotFound && _cmdlet.ParameterSetName == "Command")
+            {
+                // Shells exit with 127 when a command word names no program; that is the one
+                // failure of a command string they tell apart from the program's own exit codes.
+                _cmdlet.WriteSandboxError(new SandboxException("CommandNotFound", SandboxErrorKind.NotFound,
+                    $"The shell in sandbox '{_cmdlet.Name}' found no program for a command of '{Display}' "
+                    + $"(exit code {code}); its error output says which.", _cmdlet.Name));
+            }
             else if (code != 0 && !_timedOut)
             {
                 _cmdlet.WriteSandboxError(new SandboxException("SandboxCommandFailed", SandboxErrorKind.InvalidResult,
                     $"The command '{Display}' exited with code {code} in sandbox '{_cmdlet.Name}'.", _cmdlet.Name));
             }
         }
+
+        /// <summary>The exit code POSIX shells give a command that names no program.</summary>
+        private const int ShellCommandNotFound = 127;
 
         private void Write(string line, bool isError)
         {

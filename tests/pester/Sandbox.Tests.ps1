@@ -147,6 +147,21 @@ Describe 'The first sandbox, end to end' -Tag VM {
         $r.Errors[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
     }
 
+    It 'reports a command string naming no program as CommandNotFound, after the shell says which' {
+        $r = Invoke-Captured { Invoke-SandboxCommand -Name demo -Command 'echo before; no-such-program-here --x' }
+        $r.Output | Should -Be 'before'
+        $LASTEXITCODE | Should -Be 127
+        $r.Errors | Should -HaveCount 2
+        Get-ErrorId $r.Errors[0] | Should -Be 'SandboxCommandStderr'
+        "$($r.Errors[0])" | Should -BeLike '*no-such-program-here*not found*'
+        Get-ErrorId $r.Errors[1] | Should -Be 'CommandNotFound'
+        $r.Errors[1].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        $r.Errors[1].TargetObject | Should -Be 'demo'
+        # Any other failing exit stays SandboxCommandFailed.
+        Get-ErrorId (Invoke-Captured { Invoke-SandboxCommand -Name demo -Command 'exit 3' }).Errors[0] |
+            Should -Be 'SandboxCommandFailed'
+    }
+
     It 'reports a working directory that does not exist' {
         $r = Invoke-Captured { Invoke-SandboxCommand -Name demo -Command 'pwd' -WorkingDirectory /no/such/dir }
         $r.Output | Should -BeNullOrEmpty
