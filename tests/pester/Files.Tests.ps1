@@ -326,6 +326,16 @@ Describe 'New-SandboxItem, Remove-SandboxItem and Test-SandboxPath' -Tag VM {
         Test-SandboxPath -Name files /tmp/keep | Should -BeFalse
     }
 
+    It 'says SandboxPathNotFound for each path that is not there, and removes the others' {
+        Invoke-Guest 'touch /tmp/there'
+        $r = Invoke-Captured { Remove-SandboxItem -Name files -Path /tmp/not-there, /tmp/there }
+        $r.Errors | Should -HaveCount 1
+        Get-ErrorId $r.Errors[0] | Should -Be 'SandboxPathNotFound'
+        $r.Errors[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        $r.Errors[0].TargetObject | Should -Be '/tmp/not-there'
+        Test-SandboxPath -Name files /tmp/there | Should -BeFalse
+    }
+
     It 'changes nothing with -WhatIf' {
         Invoke-Guest 'touch /tmp/whatif'
         Remove-SandboxItem -Name files -Path /tmp/whatif -WhatIf

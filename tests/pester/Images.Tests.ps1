@@ -97,6 +97,9 @@ Describe 'Sandboxes from OCI images' -Tag VM {
             Invoke-SandboxCommand -Name img-folder -Command 'cat /marker; echo new > /written; cat /written' |
                 Should -Be @('from-host', 'new')
             Test-Path (Join-Path $folder 'written') | Should -BeFalse
+            # Shared, not copied: a file the host adds while the sandbox runs is there in the guest.
+            Set-Content (Join-Path $folder 'late') 'added-after-boot'
+            Invoke-SandboxCommand -Name img-folder -Command 'cat /late' | Should -Be 'added-after-boot'
             Remove-Sandbox -Name img-folder -Force
         }
         finally {

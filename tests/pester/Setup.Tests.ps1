@@ -29,6 +29,8 @@ BeforeAll {
         @{ Write = '/tmp/doomed'; Content = 'x' }
         @{ Remove = '/tmp/doomed' }
         @{ Remove = '/no/such/path' }
+        @{ Remove = '/etc/hostname' }
+        @{ Remove = '/mnt' }
     )
 
     function Invoke-Guest([string] $Command) {
@@ -95,11 +97,17 @@ Describe 'New-Sandbox -Patch' -Tag VM {
         Invoke-Guest 'test -e /tmp/doomed && echo there || echo gone' | Should -Be 'gone'
     }
 
+    It 'removes files and folders that come from the image' {
+        Invoke-Guest 'for p in /etc/hostname /mnt; do test -e $p && echo "$p there" || echo "$p gone"; done' |
+            Should -Be @('/etc/hostname gone', '/mnt gone')
+        Invoke-Guest 'test -e /etc/passwd && echo kept' | Should -Be 'kept'
+    }
+
     It 'applies once: a restart keeps what the patches wrote and does not append again' {
         Stop-Sandbox -Name setup -ErrorAction Stop
         Start-Sandbox -Name setup -ErrorAction Stop | Out-Null
-        Invoke-Guest 'grep -c 10.9.8.7 /etc/hosts; cat /etc/motd; echo; greet again' |
-            Should -Be @('1', 'welcome', 'hello from again')
+        Invoke-Guest 'grep -c 10.9.8.7 /etc/hosts; cat /etc/motd; echo; greet again; test -e /mnt || echo gone' |
+            Should -Be @('1', 'welcome', 'hello from again', 'gone')
     }
 }
 

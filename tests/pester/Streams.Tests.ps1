@@ -67,6 +67,20 @@ Describe 'Standard input' -Tag VM {
         $r.Errors[0].TargetObject | Should -Be $missing
     }
 
+    It 'says InputConflict for piped input beside -InputFile, or piped into a job, and runs nothing' {
+        $file = Join-Path $script:Scratch 'conflict.txt'
+        Set-Content $file 'from-file'
+        $r = Invoke-Captured { 'piped' | Invoke-SandboxCommand -Name streams 'cat > /tmp/conflict' -InputFile $file }
+        Get-ErrorId $r.Errors[0] | Should -Be 'InputConflict'
+        $r.Errors[0].CategoryInfo.Category | Should -Be 'InvalidArgument'
+        $r.Errors[0].TargetObject | Should -Be $file
+        $r = Invoke-Captured { 'piped' | Invoke-SandboxCommand -Name streams 'cat > /tmp/conflict' -AsJob }
+        Get-ErrorId $r.Errors[0] | Should -Be 'InputConflict'
+        $r.Errors[0].TargetObject | Should -Be 'piped'
+        Get-Job | Where-Object Command -EQ 'cat > /tmp/conflict' | Should -BeNullOrEmpty
+        Invoke-SandboxCommand -Name streams 'test -e /tmp/conflict && echo ran || echo none' | Should -Be 'none'
+    }
+
     It 'gives end of file at once without input' {
         Invoke-SandboxCommand -Name streams 'wc -c' | Should -Be '0'
     }

@@ -73,6 +73,14 @@ Describe 'Enter-Sandbox' -Tag VM, Linux {
         $out | Should -Match '(?m)^exit=0$'
     }
 
+    It 'says UserNotFound for a user the sandbox does not know, and starts no shell' {
+        $r = Invoke-Captured { Enter-Sandbox -Name tty -User ghost-user }
+        $r.Errors | Should -HaveCount 1
+        Get-ErrorId $r.Errors[0] | Should -Be 'UserNotFound'
+        $r.Errors[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        "$($r.Errors[0])" | Should -BeLike '*ghost-user*'
+    }
+
     It 'says SandboxNotFound and SandboxNotRunning without touching the terminal' {
         $r = Invoke-Captured { Enter-Sandbox -Name tty-none }
         Get-ErrorId $r.Errors[0] | Should -Be 'SandboxNotFound'
