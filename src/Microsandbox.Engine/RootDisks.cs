@@ -54,11 +54,14 @@ internal static class RootDisks
         return image;
     }
 
+    /// <summary>The sandbox's upper disk, which holds what it writes over its image's base.</summary>
+    public static string UpperDiskPath(string sandboxDirectory) => Path.Join(sandboxDirectory, "upper.img");
+
     /// <summary>Creates the sandbox's upper disk as a sparse ext4 image, unless it exists.</summary>
     public static async Task<string> EnsureUpperDiskAsync(
         string sandboxDirectory, object target, CancellationToken cancellationToken)
     {
-        string path = Path.Join(sandboxDirectory, "upper.img");
+        string path = UpperDiskPath(sandboxDirectory);
         if (File.Exists(path))
         {
             return path;

@@ -72,7 +72,8 @@ public sealed partial class SandboxEngine
     private static async Task ApplySetupAsync(
         SandboxConnection connection,
         string name,
-        SandboxOptions options,
+        IDictionary<string, string> scripts,
+        IEnumerable<SandboxPatch> patches,
         IProgress<SandboxMessage>? progress,
         CancellationToken cancellationToken)
     {
@@ -83,10 +84,10 @@ public sealed partial class SandboxEngine
                 + "patches need; install this module's guest assets.", name);
         }
 
-        if (options.Scripts.Count > 0)
+        if (scripts.Count > 0)
         {
             await MakeDirectoryAsync(connection, ScriptDirectory, null, cancellationToken).ConfigureAwait(false);
-            foreach (var (script, content) in options.Scripts)
+            foreach (var (script, content) in scripts)
             {
                 progress?.Report(new(SandboxMessageLevel.Verbose, $"Writing the script '{script}'."));
                 // Without a #! line execve refuses the file; shells would guess, a direct exec would not.
@@ -96,7 +97,7 @@ public sealed partial class SandboxEngine
             }
         }
 
-        foreach (SandboxPatch patch in options.Patches)
+        foreach (SandboxPatch patch in patches)
         {
             progress?.Report(new(SandboxMessageLevel.Verbose, $"Applying the {patch.Kind} patch of '{patch.Path}'."));
             try
@@ -108,6 +109,27 @@ public sealed partial class SandboxEngine
                 throw new SandboxException("PatchFailed", ex.Kind,
                     $"The {patch.Kind} patch of '{patch.Path}' failed: {ex.Message}", patch, ex);
             }
+        }
+    }
+
+    /// <summary>
+    /// Puts a sandbox's root back as it was made, after a first start whose setup failed part way:
+    /// the upper disk goes (the next boot makes a new one), and a disk image root is made again
+    /// from its original.
+    /// </summary>
+    private static async Task ResetRootAsync(SandboxRecord record, CancellationToken cancellationToken)
+    {
+        if (record.RootFormat is not { } format)
+        {
+            File.Delete(RootDisks.UpperDiskPath(record.Directory));
+            return;
+        }
+
+        File.Delete(RootDisks.RootDiskPath(record.Directory, format));
+        if (record.BasePath is { } original && File.Exists(original))
+        {
+            await RootDisks.CreateRootDiskAsync(new DiskImage(original, format, record.RootPartition),
+                record.Directory, record.Name, cancellationToken).ConfigureAwait(false);
         }
     }
 

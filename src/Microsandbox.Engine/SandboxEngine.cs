@@ -77,6 +77,13 @@ public sealed partial class SandboxEngine
 
         RequirePositive(options.MaxDuration, "InvalidMaxDuration", "maximum duration");
         RequirePositive(options.IdleTimeout, "InvalidIdleTimeout", "idle timeout");
+        if (options.NoStart && options.AttachedProcessId is int attachTo)
+        {
+            throw new SandboxException("AttachedWithoutStart", SandboxErrorKind.InvalidArgument,
+                "A sandbox is attached to a process for a run; one created without starting has no run to "
+                + "attach. Attach it when it starts, or start it now.", attachTo);
+        }
+
         Assets.EnsurePresent();
         Qemu qemu = Qemu.Require();
 
@@ -177,12 +184,25 @@ public sealed partial class SandboxEngine
                     .ConfigureAwait(false);
             }
 
+            if (options.NoStart)
+            {
+                if (options.Scripts.Count > 0 || options.Patches.Count > 0)
+                {
+                    PendingSetup.Save(PendingSetup.From(options), PendingSetupFile(record));
+                }
+
+                progress?.Report(new(SandboxMessageLevel.Verbose,
+                    $"Created sandbox '{name}' without starting it; Start-Sandbox boots it."));
+                return Reconcile(record);
+            }
+
             // The agent is PID 1 and runs nothing of the image on its own, and the runtime holds
             // the sandbox Starting until the setup is done, so no command sees the root before
             // its scripts and patches are in place.
             Func<SandboxConnection, CancellationToken, Task>? setup =
                 options.Scripts.Count > 0 || options.Patches.Count > 0
-                    ? (connection, token) => ApplySetupAsync(connection, name, options, progress, token)
+                    ? (connection, token) => ApplySetupAsync(
+                        connection, name, options.Scripts, options.Patches, progress, token)
                     : null;
             return await BootAsync(record, qemu, options.AttachedProcessId, setup, progress, cancellationToken)
                 .ConfigureAwait(false);
@@ -254,12 +274,30 @@ public sealed partial class SandboxEngine
         // Host prerequisites first: a missing QEMU says nothing about the sandbox itself.
         Assets.EnsurePresent();
         Qemu qemu = Qemu.Require();
+
+        // A sandbox created without starting has its scripts and patches still to come, on the
+        // first start that gets through them; until then the file that holds them stays.
+        string pendingFile = PendingSetupFile(record);
+        PendingSetup? pending = PendingSetup.Load(pendingFile, name);
+        Func<SandboxConnection, CancellationToken, Task>? setup = pending is null ? null
+            : (connection, token) => ApplySetupAsync(
+                connection, name, pending.Scripts, pending.Patches, progress, token);
         try
         {
-            return await BootAsync(record, qemu, null, null, progress, cancellationToken).ConfigureAwait(false);
+            Sandbox started = await BootAsync(record, qemu, null, setup, progress, cancellationToken)
+                .ConfigureAwait(false);
+            File.Delete(pendingFile);
+            return started;
         }
         catch (SandboxException ex)
         {
+            if (pending is not null)
+            {
+                // What of the setup went in before it failed goes too, so the next start puts all
+                // of it in, once, on the root as it was made.
+                await ResetRootAsync(record, cancellationToken).ConfigureAwait(false);
+            }
+
             record.State = SandboxState.Crashed;
             record.Reason = ex.Message;
             record.RuntimePid = null;
@@ -866,6 +904,8 @@ public sealed partial class SandboxEngine
         state is SandboxState.Starting or SandboxState.Running or SandboxState.Stopping;
 
     private static string ControlSocket(SandboxRecord record) => Path.Join(record.Directory, "runtime.sock");
+
+    private static string PendingSetupFile(SandboxRecord record) => Path.Join(record.Directory, "setup.json");
 
     private static string StatusFile(SandboxRecord record) => Path.Join(record.Directory, "status.json");
 

@@ -79,4 +79,12 @@ public sealed class SandboxOptions
     /// creator. Applies to this first run; a later start is detached unless it attaches again.
     /// </summary>
     public int? AttachedProcessId { get; set; }
+
+    /// <summary>
+    /// Creates the sandbox without booting it: it is recorded with its root disks and stays
+    /// <see cref="SandboxState.Created"/> until it is started. Its scripts and patches are kept in
+    /// its folder and put in place on that first start, before anything else runs. Cannot be
+    /// combined with <see cref="AttachedProcessId"/>, which ties a run to a process.
+    /// </summary>
+    public bool NoStart { get; set; }
 }

@@ -119,6 +119,12 @@ public sealed class NewSandboxCommand : SandboxCmdlet
     public SwitchParameter Attached { get; set; }
 
     /// <summary>
+    /// <para type="description">Create the sandbox without booting it: it is recorded with its root and stays Created until Start-Sandbox boots it. Its scripts and patches are kept and put in place on that first start, before anything else runs in it. Cannot be combined with -Attached.</para>
+    /// </summary>
+    [Parameter]
+    public SwitchParameter NoStart { get; set; }
+
+    /// <summary>
     /// <para type="description">Named scripts, as a hashtable of name to script text, written to /.msb/scripts/NAME (mode 0755) before the sandbox is returned; that folder is at the end of every command's PATH. A script without a #! line is given #!/bin/sh.</para>
     /// </summary>
     [Parameter]
@@ -155,6 +161,7 @@ public sealed class NewSandboxCommand : SandboxCmdlet
             MaxDuration = MaxDuration > 0 ? TimeSpan.FromSeconds(MaxDuration) : null,
             IdleTimeout = IdleTimeout > 0 ? TimeSpan.FromSeconds(IdleTimeout) : null,
             AttachedProcessId = Attached ? System.Environment.ProcessId : null,
+            NoStart = NoStart,
             PullPolicy = PullPolicy,
         };
         foreach (var (key, value) in ToDictionary(Environment))

@@ -61,6 +61,7 @@ public sealed class SandboxEngineTests : IDisposable
     [InlineData("zero-boot-timeout", "InvalidBootTimeout")]
     [InlineData("zero-max-duration", "InvalidMaxDuration")]
     [InlineData("negative-idle-timeout", "InvalidIdleTimeout")]
+    [InlineData("attached-without-start", "AttachedWithoutStart")]
     public async Task CreateAsync_checks_arguments_before_prerequisites_and_leaves_nothing(string fault, string errorId)
     {
         // Neither guest assets nor QEMU exist: an argument error must still be the one reported.
@@ -83,6 +84,10 @@ public sealed class SandboxEngineTests : IDisposable
             case "zero-boot-timeout": options.BootTimeout = TimeSpan.Zero; break;
             case "zero-max-duration": options.MaxDuration = TimeSpan.Zero; break;
             case "negative-idle-timeout": options.IdleTimeout = TimeSpan.FromSeconds(-1); break;
+            case "attached-without-start":
+                options.NoStart = true;
+                options.AttachedProcessId = Environment.ProcessId;
+                break;
             default: throw new ArgumentOutOfRangeException(nameof(fault));
         }
 
@@ -491,7 +496,7 @@ public sealed class SandboxEngineTests : IDisposable
     }
 
     [Fact]
-    public async Task A_live_runtime_is_followed_to_Running_then_stopped_by_request()
+    public async Task A_live_runtime_is_followed_to_Running_then_killed_by_request_and_says_so()
     {
         var store = new StateStore(_temp.Home);
         SandboxRecord record = _temp.NewRecord("alive", state: SandboxState.Starting);
@@ -513,7 +518,7 @@ public sealed class SandboxEngineTests : IDisposable
 
         Assert.True(runtime.WaitForExit(10_000), "the runtime was not killed");
         Assert.Equal(SandboxState.Stopped, stopped.State);
-        Assert.Equal("stopped by request", stopped.Reason);
+        Assert.Equal("stopped by request (killed at once, with no graceful shutdown)", stopped.Reason);
         Assert.Null(stopped.RuntimePid);
         Assert.Equal(SandboxState.Stopped, store.Find("alive")?.State);
 
