@@ -208,7 +208,8 @@ public sealed class BlobResumeTests : IDisposable
 
         public void Dispose()
         {
-            _listener.Stop();
+            // Close alone: after Stop, the managed HttpListener's Close looks its port up again
+            // and binds it anew, which fails when another test has taken that port meanwhile.
             _listener.Close();
             try
             {

@@ -59,7 +59,8 @@ internal sealed class TokenService : IDisposable
 
     public void Dispose()
     {
-        _listener.Stop();
+        // Close alone: after Stop, the managed HttpListener's Close looks its port up again and
+        // binds it anew, which fails when another test has taken that port meanwhile.
         _listener.Close();
         try
         {
