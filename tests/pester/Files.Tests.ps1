@@ -187,9 +187,14 @@ Describe 'Large files' -Tag VM {
 
 Describe 'Copy-SandboxItem between sandboxes' -Tag VM {
     It 'streams a folder from one sandbox to another, modes, owners and times kept' {
-        Invoke-Guest 'mkdir -p /tmp/s2s && printf hi > /tmp/s2s/f && chown 5:6 /tmp/s2s/f && chmod 604 /tmp/s2s/f && touch -d @1500000000 /tmp/s2s/f'
+        Invoke-Guest ('mkdir -p /tmp/s2s/sub && printf hi > /tmp/s2s/f && chown 5:6 /tmp/s2s/f && chmod 604 /tmp/s2s/f && ' +
+            'touch -d @1500000000 /tmp/s2s/f && chmod 710 /tmp/s2s/sub && touch -d @1400000000 /tmp/s2s/sub && ' +
+            'chmod 750 /tmp/s2s && touch -d @1300000000 /tmp/s2s')
         Copy-SandboxItem -Path /tmp/s2s -FromSandbox files -ToSandbox files-b -Destination /tmp -Recurse
         Invoke-Guest 'stat -c "%a %u:%g %Y" /tmp/s2s/f; cat /tmp/s2s/f' files-b | Should -Be @('604 5:6 1500000000', 'hi')
+        # Folders keep theirs too, the copied folder itself included.
+        Invoke-Guest 'stat -c "%n %a %Y" /tmp/s2s /tmp/s2s/sub' files-b |
+            Should -Be @('/tmp/s2s 750 1300000000', '/tmp/s2s/sub 710 1400000000')
     }
 
     It 'says RecurseRequired for a folder without -Recurse' {

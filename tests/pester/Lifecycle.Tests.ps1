@@ -441,12 +441,19 @@ Describe 'Fleets' -Tag VM {
 
     It 'gives one sandbox and one clear error when two sessions create the same name at once' {
         $module = $env:MSB_TEST_MODULE_PATH
-        $results = 1..2 | ForEach-Object -ThrottleLimit 2 -Parallel {
-            Import-Module $using:module
-            $e = $null
-            $s = New-Sandbox -Name race -MemoryMB 128 -WarningAction SilentlyContinue -ErrorVariable e -ErrorAction SilentlyContinue
-            [pscustomobject]@{ Made = [bool]$s; Error = if ($e) { ($e[0].FullyQualifiedErrorId -split ',')[0] } }
+        # Two pwsh processes, as two users' sessions would be.
+        $jobs = 1..2 | ForEach-Object {
+            Start-Job -ScriptBlock {
+                Import-Module $using:module
+                $e = $null
+                $s = New-Sandbox -Name race -MemoryMB 128 -WarningAction SilentlyContinue -ErrorVariable e -ErrorAction SilentlyContinue
+                # A string, never nothing: an empty if-value crosses the job boundary as an empty object.
+                [pscustomobject]@{ Made = [bool]$s; Error = [string]$(if ($e) { ($e[0].FullyQualifiedErrorId -split ',')[0] }) }
+            }
         }
+        $results = @($jobs | Wait-Job -Timeout 180 | Receive-Job)
+        $jobs | Remove-Job -Force
+        $results | Should -HaveCount 2
         @($results | Where-Object Made) | Should -HaveCount 1
         @($results | Where-Object Error).Error | Should -Be 'SandboxAlreadyExists'
         @(Get-Sandbox -Name race) | Should -HaveCount 1
