@@ -356,8 +356,10 @@ public sealed class ImageStore
         {
             progress?.Report(new(SandboxMessageLevel.Verbose,
                 $"Building the EROFS base of {reference} from {manifest.Layers.Count} layer(s)."));
+            IReadOnlyList<string> diffIds = ImageConfig.Parse(
+                File.ReadAllBytes(cache.BlobPath(manifest.Config.Digest)), reference).DiffIds;
             IReadOnlyList<string> dropped = await new ErofsImageBuilder()
-                .WriteFromLayersAsync(OpenLayers(cache, manifest), basePath, null, cancellationToken)
+                .WriteFromLayersAsync(OpenLayers(cache, manifest, diffIds), basePath, null, cancellationToken)
                 .ConfigureAwait(false);
             foreach (string xattr in dropped)
             {
@@ -511,12 +513,17 @@ public sealed class ImageStore
         image.StartsWith('/') || image.StartsWith("./", StringComparison.Ordinal)
         || image.StartsWith("../", StringComparison.Ordinal) || image.StartsWith('~') || image is "." or "..";
 
-    // One layer open at a time: each stream is disposed when the builder asks for the next.
-    private static IEnumerable<Stream> OpenLayers(LayerCache cache, ImageManifest manifest)
+    // One layer open at a time: each stream is disposed when the builder asks for the next. Each
+    // is checked against its diff_id as it is read, where the config names one for every layer.
+    private static IEnumerable<Stream> OpenLayers(
+        LayerCache cache, ImageManifest manifest, IReadOnlyList<string> diffIds)
     {
-        foreach (OciDescriptor layer in manifest.Layers)
+        bool check = diffIds.Count == manifest.Layers.Count && diffIds.All(ContentDigest.IsValid);
+        for (int i = 0; i < manifest.Layers.Count; i++)
         {
-            using Stream tar = LayerTar.Open(cache, layer.Digest, layer.MediaType);
+            OciDescriptor layer = manifest.Layers[i];
+            Stream opened = LayerTar.Open(cache, layer.Digest, layer.MediaType);
+            using Stream tar = check ? new DiffIdCheckStream(opened, diffIds[i], layer.Digest) : opened;
             yield return tar;
         }
     }

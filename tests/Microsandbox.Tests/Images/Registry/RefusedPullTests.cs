@@ -35,6 +35,7 @@ public sealed class RefusedPullTests : IClassFixture<OpenRegistryFixture>, IDisp
         { "plain-tar-cut-in-file-data", "LayerCorrupt" },
         { "gzip-cut-in-half", "LayerCorrupt" },
         { "gzip-crc-wrong", "LayerCorrupt" },
+        { "diff-id-disagrees", "LayerCorrupt" },
     };
 
     private static byte[] TarOf(string kind)
@@ -82,6 +83,10 @@ public sealed class RefusedPullTests : IClassFixture<OpenRegistryFixture>, IDisp
             // The gzip header and half the deflate stream; no end, no trailer.
             "gzip-cut-in-half" => new TestLayer(gzip[..(gzip.Length / 2)], whole, ImageMediaTypes.OciLayerGzip),
             "gzip-crc-wrong" => new TestLayer(wrongCrc, whole, ImageMediaTypes.OciLayerGzip),
+
+            // A sound layer, but the config's diff_id names another tar.
+            "diff-id-disagrees" => new TestLayer(gzip, new LayerTar().File("fine", "other").ToArray(),
+                ImageMediaTypes.OciLayerGzip),
             _ => new TestLayer(TestImage.Gzip(TarOf(kind)), TarOf(kind), ImageMediaTypes.OciLayerGzip),
         };
     }

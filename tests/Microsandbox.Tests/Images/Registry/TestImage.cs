@@ -104,11 +104,17 @@ internal sealed class TestImage
     }
 
     /// <summary>
-    /// This image with other layers and the same config, whose diff_ids then disagree with them:
-    /// nothing checks those, so this is how a test makes an image of hand-made layers.
+    /// This image with other layers and its config but for the diff_ids, which become those of the
+    /// layers' <see cref="TestLayer.Tar"/>: a layer whose blob does not unpack to its Tar is one whose
+    /// diff_id disagrees with it.
     /// </summary>
-    public TestImage WithLayers(params TestLayer[] layers) =>
-        new(Architecture, layers, Config, ManifestMediaType == ImageMediaTypes.DockerManifest);
+    public TestImage WithLayers(params TestLayer[] layers)
+    {
+        JsonNode config = JsonNode.Parse(Config)!;
+        config["rootfs"]!["diff_ids"] = new JsonArray([.. layers.Select(layer => (JsonNode)layer.DiffId)]);
+        return new(Architecture, layers, Encoding.UTF8.GetBytes(config.ToJsonString()),
+            ManifestMediaType == ImageMediaTypes.DockerManifest);
+    }
 
     /// <summary>Pushes layers, config and manifest, tagged as <paramref name="reference"/> says.</summary>
     public async Task PushAsync(RegistryClient client, ImageReference reference)
