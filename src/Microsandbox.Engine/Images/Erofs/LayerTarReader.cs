@@ -197,7 +197,7 @@ internal sealed class LayerTarReader : IAsyncDisposable
     }
 
     /// <summary>A forward-only view of the tar stream that can record what passes through it.</summary>
-    private sealed class RecordingStream(Stream inner) : Stream
+    private sealed class RecordingStream(Stream inner) : ObservedReadStream(inner)
     {
         private readonly MemoryStream _recording = new();
         private long _position;
@@ -206,14 +206,6 @@ internal sealed class LayerTarReader : IAsyncDisposable
         public long RecordingStart { get; private set; }
 
         public ReadOnlySpan<byte> Recorded => _recording.GetBuffer().AsSpan(0, (int)_recording.Length);
-
-        public override bool CanRead => true;
-
-        public override bool CanSeek => false;
-
-        public override bool CanWrite => false;
-
-        public override long Length => throw new NotSupportedException();
 
         public override long Position
         {
@@ -230,37 +222,6 @@ internal sealed class LayerTarReader : IAsyncDisposable
 
         public void StopRecording() => _recordingOn = false;
 
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
-        public override int Read(Span<byte> buffer)
-        {
-            int read = inner.Read(buffer);
-            Advance(buffer[..read]);
-            return read;
-        }
-
-        public override Task<int> ReadAsync(
-            byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-        public override async ValueTask<int> ReadAsync(
-            Memory<byte> buffer, CancellationToken cancellationToken = default)
-        {
-            int read = await inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
-            Advance(buffer.Span[..read]);
-            return read;
-        }
-
-        public override void Flush()
-        {
-        }
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
         protected override void Dispose(bool disposing)
         {
             if (disposing)
@@ -271,7 +232,7 @@ internal sealed class LayerTarReader : IAsyncDisposable
             base.Dispose(disposing);
         }
 
-        private void Advance(ReadOnlySpan<byte> read)
+        protected override void Observe(int asked, ReadOnlySpan<byte> read)
         {
             if (_recordingOn)
             {
